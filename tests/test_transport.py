@@ -1,0 +1,108 @@
+"""OT solvers against POT: exact cost/gradients equal `ot.emd2`, Sinkhorn close to exact."""
+
+import numpy as np
+import ot
+import pytest
+import torch
+
+from tokenizer.transport import exact_transport, sinkhorn_transport
+
+
+def training_like_problem(num_problems, num_codes, num_latents, dim=64, seed=0):
+    """Latents scattered around a subset of the codes, as once training has started."""
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.randn(num_problems, num_codes, dim, generator=generator) * 0.5
+    centres = torch.randint(0, num_codes, (num_problems, num_latents), generator=generator)
+    latents = torch.gather(codes, 1, centres[..., None].expand(-1, -1, dim))
+    latents = latents + 0.3 * torch.randn(num_problems, num_latents, dim, generator=generator)
+    cost = torch.cdist(codes, latents).pow(2)  # (P, K, N)
+    weights = torch.softmax(0.3 * torch.randn(num_problems, num_codes, generator=generator), -1)
+    return cost, weights
+
+
+def test_exact_cost_and_gradients_match_pot_emd2():
+    cost, weights = training_like_problem(3, 20, 12, dim=5)
+    cost.requires_grad_(True)
+    weights.requires_grad_(True)
+    result = exact_transport(cost, weights)
+    result.cost.sum().backward()
+    for index in range(3):
+        matrix = cost[index].detach().double().clone().requires_grad_(True)
+        source = weights[index].detach().double().clone().requires_grad_(True)
+        target = torch.full((12,), 1 / 12, dtype=torch.float64)
+        expected = ot.emd2(source, target, matrix)  # POT's torch backend sets the gradients
+        expected.backward()
+        assert result.cost[index].item() == pytest.approx(expected.item(), rel=1e-5)
+        torch.testing.assert_close(cost.grad[index].double(), matrix.grad, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(weights.grad[index].double(), source.grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(64, 512, 32), (1, 512, 2048)], ids=["per-position", "global"])
+def test_sinkhorn_marginals_and_cost_close_to_exact(shape):
+    cost, weights = training_like_problem(*shape)
+    exact = exact_transport(cost, weights).cost
+    result = sinkhorn_transport(
+        cost, weights, epsilon=0.01, epsilon_scale="mean", max_iterations=1500, tolerance=5e-4, check_every=25
+    )
+    plan = result.plan
+    assert (plan.sum(-1) - weights).abs().sum(-1).max() < 1e-3  # code marginals
+    assert (plan.sum(-2) - 1 / shape[2]).abs().sum(-1).max() < 1e-3  # latent marginals
+    gap = ((result.cost - exact) / exact).abs().max().item()
+    assert gap < 0.02, f"Sinkhorn cost {gap:.2%} away from exact"
+
+
+def test_sinkhorn_gradients_are_plan_and_potential():
+    cost, weights = training_like_problem(4, 64, 16, dim=8)
+    cost.requires_grad_(True)
+    weights.requires_grad_(True)
+    result = sinkhorn_transport(cost, weights, epsilon=0.01, max_iterations=1000, tolerance=1e-5)
+    result.cost.sum().backward()
+    torch.testing.assert_close(cost.grad, result.plan)
+    # The code potential approaches the exact dual: same direction as POT's gradient w.r.t. weights.
+    exact = exact_transport(cost.detach(), weights.detach())
+    for index in range(4):
+        correlation = np.corrcoef(weights.grad[index].numpy(), exact.code_potential[index].numpy())[0, 1]
+        assert correlation > 0.95
+
+
+def test_sinkhorn_batched_equals_one_problem_at_a_time():
+    cost, weights = training_like_problem(8, 128, 32, dim=16)
+    options = dict(epsilon=0.02, max_iterations=200, tolerance=1e-6)
+    batched = sinkhorn_transport(cost, weights, **options)
+    for index in range(8):
+        single = sinkhorn_transport(cost[index : index + 1], weights[index : index + 1], **options)
+        torch.testing.assert_close(batched.plan[index], single.plan[0], atol=1e-6, rtol=1e-3)
+
+
+def test_sinkhorn_is_one_batched_computation(monkeypatch):
+    """All positions go through the same tensor ops at once: the softmax is called on (P, K, N)."""
+    cost, weights = training_like_problem(64, 512, 32)
+    calls = []
+    real_softmax = torch.softmax
+
+    def recording_softmax(tensor, dim):
+        calls.append(tuple(tensor.shape))
+        return real_softmax(tensor, dim=dim)
+
+    monkeypatch.setattr(torch, "softmax", recording_softmax)
+    sinkhorn_transport(
+        cost, weights, epsilon=0.05, max_iterations=20, check_every=10, code_potential=torch.zeros(64, 512)
+    )
+    assert calls and all(shape == (64, 512, 32) for shape in calls)
+    assert len(calls) <= 3  # the first plan + one absorption per block of 10 iterations
+
+
+def test_sinkhorn_warm_start_needs_fewer_iterations():
+    cost, weights = training_like_problem(1, 512, 2048, seed=1)
+    options = dict(epsilon=0.02, max_iterations=2000, tolerance=1e-3, check_every=5)
+    cold = sinkhorn_transport(cost, weights, **options)
+    warm = sinkhorn_transport(cost * 1.001, weights, code_potential=cold.code_potential, **options)
+    assert warm.iterations < cold.iterations
+    assert warm.marginal_error <= 1e-3
+
+
+def test_shape_errors_are_clear():
+    with pytest.raises(ValueError, match=r"cost_matrix \(P, K, N\)"):
+        sinkhorn_transport(torch.rand(4, 5), torch.rand(4))
+    with pytest.raises(ValueError, match="epsilon_scale"):
+        sinkhorn_transport(torch.rand(1, 4, 5), torch.full((1, 4), 0.25), epsilon_scale="median")

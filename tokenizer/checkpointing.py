@@ -1,0 +1,148 @@
+"""Checkpoints that survive a kill, resume that refuses a mismatched run, and final-model saving.
+
+Shared by both training stages. Every write goes to a temporary folder first and is renamed into
+place, so `resume=latest` never finds a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+# Fields that may change between a run and its resumption; everything else must match.
+RESUMABLE_FIELDS = {
+    "max_steps",
+    "resume",
+    "checkpoint_every",
+    "checkpoints_to_keep",
+    "log_every",
+    "validate_every",
+    "validation_batches",
+    "push_to_hub",
+    "hub_repo_id",
+    "log_with",
+    "output_dir",
+}
+
+STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "train_config.json"
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (those with a state file), oldest first."""
+    root = checkpoint_root(output_dir)
+    found = [path for path in root.glob("step_*") if (path / STATE_FILE).is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda path: int(path.name.split("_")[1]))
+
+
+def resolve_resume(resume: str | None, output_dir: str | Path, print_fn=print) -> Path | None:
+    """`latest` -> the newest complete checkpoint or None (start fresh, and say so); a path -> it."""
+    if not resume:
+        return None
+    if resume == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            print_fn(f"resume=latest: no checkpoint in {checkpoint_root(output_dir)} yet, starting fresh")
+            return None
+        return checkpoints[-1]
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise ValueError(
+            f"resume={resume!r} is not a checkpoint folder (no {STATE_FILE}); use resume=latest or a step_* folder"
+        )
+    return path
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_same_run(checkpoint: Path, config: dict) -> None:
+    """Refuse to resume from a checkpoint written under a different config, naming the fields."""
+    saved_file = checkpoint / CONFIG_FILE
+    if not saved_file.is_file():
+        return
+    saved, current = _flatten(json.loads(saved_file.read_text())), _flatten(config)
+    differing = sorted(
+        key
+        for key in set(saved) | set(current)
+        if key.split(".")[0] not in RESUMABLE_FIELDS and saved.get(key) != current.get(key)
+    )
+    if differing:
+        details = ", ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in differing)
+        raise ValueError(
+            f"checkpoint {checkpoint} was written by a different config ({details}); "
+            "resume with the same settings or start a new output_dir"
+        )
+
+
+def read_state(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / STATE_FILE).read_text())
+
+
+def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, config: dict, keep: int) -> Path:
+    """accelerator.save_state into a temporary folder, then rename to checkpoints/step_N; prune to `keep`."""
+    root = checkpoint_root(output_dir)
+    final = root / f"step_{step:08d}"
+    temporary = root / f".tmp_step_{step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temporary / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        (temporary / STATE_FILE).write_text(json.dumps({"step": step, **state}))  # written last: marks complete
+        shutil.rmtree(final, ignore_errors=True)
+        temporary.rename(final)
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def save_final(model, folder: str | Path, card: str) -> Path:
+    """save_pretrained into a temporary sibling folder, write the model card, rename into place."""
+    folder = Path(folder)
+    temporary = folder.with_name(f".tmp_{folder.name}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    model.save_pretrained(temporary)
+    (temporary / "README.md").write_text(card)
+    if folder.exists():
+        shutil.rmtree(folder)
+    temporary.rename(folder)
+    return folder
+
+
+def push_folder(folder: str | Path, repo_id: str, commit_message: str = "Upload from vqwae") -> str:
+    """Create (if needed) the Hub repo `repo_id` and upload `folder`; clear errors offline or unauthenticated."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    except LocalTokenNotFoundError as error:
+        raise RuntimeError(
+            f"cannot push to {repo_id!r}: no Hugging Face token; run `huggingface-cli login` or set HF_TOKEN. "
+            f"The model is saved locally in {folder}"
+        ) from error
+    except (HfHubHTTPError, OSError) as error:
+        raise RuntimeError(
+            f"cannot push to {repo_id!r} ({type(error).__name__}: {error}); check the network and your token. "
+            f"The model is saved locally in {folder}"
+        ) from error
+    return str(getattr(info, "commit_url", repo_id))

@@ -1,0 +1,97 @@
+"""Reconstruction quality and code use of a tokenizer on a data split.
+
+    python -m tokenizer.evaluate --tokenizer outputs/tokenizer/final [--split test]
+
+prints JSON with MSE, PSNR (dB), SSIM, dataset perplexity and codes used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import DataConfig, load_images, to_unit_range
+from .metrics import code_histogram, perplexity_from_counts, psnr, ssim
+from .model import VQWAE
+
+
+@dataclass
+class ReconstructionMetrics:
+    """Means over images; perplexity and codes_used from the code histogram of the whole split."""
+
+    mse: float
+    psnr: float
+    ssim: float
+    perplexity: float
+    codes_used: int
+    num_images: int
+
+
+@torch.no_grad()
+def evaluate_reconstruction(
+    model: VQWAE, dataloader, accelerator=None, max_batches: int | None = None, progress: bool = True
+) -> ReconstructionMetrics:
+    """Reconstruct every batch of `dataloader`; with an `accelerator`, sums are reduced over processes."""
+    model.eval()
+    unwrapped = accelerator.unwrap_model(model) if accelerator else model
+    device = next(unwrapped.parameters()).device
+    codebook_size = unwrapped.config.codebook_size
+    sums = torch.zeros(4, device=device)  # squared error, psnr, ssim, images
+    counts = torch.zeros(codebook_size, device=device)
+    disable = not progress or (accelerator is not None and not accelerator.is_main_process)
+    total = len(dataloader) if max_batches is None else min(max_batches, len(dataloader))
+    for index, batch in enumerate(tqdm(dataloader, total=total, desc="evaluate", disable=disable, leave=False)):
+        if max_batches is not None and index >= max_batches:
+            break
+        images = to_unit_range(batch["pixel_values"]).to(device)
+        codes = unwrapped.encode(images)
+        reconstruction = unwrapped.decode(codes).clamp(0, 1)
+        counts += code_histogram(codes, codebook_size)
+        sums += torch.stack(
+            [
+                (reconstruction - images).pow(2).flatten(1).mean(1).sum(),
+                psnr(reconstruction, images).sum(),
+                ssim(reconstruction, images).sum(),
+                torch.tensor(float(images.shape[0]), device=device),
+            ]
+        )
+    if accelerator is not None:
+        sums, counts = accelerator.reduce(sums, "sum"), accelerator.reduce(counts, "sum")
+    num_images = max(sums[3].item(), 1.0)
+    model.train()
+    return ReconstructionMetrics(
+        mse=sums[0].item() / num_images,
+        psnr=sums[1].item() / num_images,
+        ssim=sums[2].item() / num_images,
+        perplexity=perplexity_from_counts(counts).item(),
+        codes_used=int((counts > 0).sum().item()),
+        num_images=int(num_images),
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", required=True, help="folder or Hub id of a saved tokenizer")
+    parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    parser.add_argument("--source", default="mnist", help="data.source to evaluate on (default: mnist)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--max-batches", type=int, default=None)
+    args = parser.parse_args(argv)
+    model = VQWAE.from_pretrained(args.tokenizer)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    data = DataConfig(source=args.source, image_size=model.config.image_size)
+    split = load_images(data, model.config.in_channels)[args.split]
+    loader = torch.utils.data.DataLoader(split, batch_size=args.batch_size)
+    result = asdict(evaluate_reconstruction(model, loader, max_batches=args.max_batches))
+    result.update(tokenizer=args.tokenizer, split=args.split, source=args.source)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

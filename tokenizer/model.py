@@ -1,0 +1,169 @@
+"""VQWAE: encoder -> quantizer -> decoder, saved and loaded with the Hugging Face Hub mixin."""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .config import check_choice, check_positive
+from .networks import Decoder, Encoder
+from .quantizers import QuantizerOutput, VectorQuantizer, WassersteinQuantizer
+
+
+@dataclass
+class VQWAEConfig:
+    """Architecture and quantizer of a tokenizer. Defaults: the paper's 32x32 model, VQ-WAE with
+    the global-scope Sinkhorn solver and encoder-output codebook initialisation."""
+
+    in_channels: int = 1
+    image_size: int = 32
+    hidden_channels: int = 128
+    num_res_blocks: int = 2
+    downsample: int = 4  # 32x32 -> 8x8 grid
+    embedding_dim: int = 64
+    codebook_size: int = 512
+    quantizer: str = "wasserstein"  # vq | wasserstein
+    codebook_init: str = "encoder"  # encoder | randn (the reference code's)
+    init_noise: float = 0.1
+    ot_scope: str = "global"  # global | position
+    ot_solver: str = "sinkhorn"  # sinkhorn | exact
+    learn_code_weights: bool = True
+    sinkhorn_epsilon: float = 0.05
+    sinkhorn_epsilon_scale: str = "mean"  # mean | nearest
+    sinkhorn_iterations: int = 50
+    sinkhorn_tolerance: float = 1e-3
+    sinkhorn_check_every: int = 10
+    sinkhorn_warm_start: bool = True
+    exact_max_iterations: int = 500_000
+
+    def __post_init__(self):
+        check_choice("model.quantizer", self.quantizer, ("vq", "wasserstein"))
+        check_choice("model.codebook_init", self.codebook_init, ("encoder", "randn"))
+        check_choice("model.ot_scope", self.ot_scope, ("global", "position"))
+        check_choice("model.ot_solver", self.ot_solver, ("sinkhorn", "exact"))
+        check_choice("model.sinkhorn_epsilon_scale", self.sinkhorn_epsilon_scale, ("mean", "nearest"))
+        check_choice("model.downsample", self.downsample, (4, 8))
+        for name in ("in_channels", "image_size", "hidden_channels", "embedding_dim", "sinkhorn_iterations"):
+            check_positive(f"model.{name}", getattr(self, name))
+        for name in ("sinkhorn_epsilon", "sinkhorn_tolerance", "sinkhorn_check_every", "exact_max_iterations"):
+            check_positive(f"model.{name}", getattr(self, name))
+        check_positive("model.num_res_blocks", self.num_res_blocks, allow_zero=True)
+        check_positive("model.init_noise", self.init_noise, allow_zero=True)
+        if self.codebook_size < 2:
+            raise ValueError(f"model.codebook_size must be >= 2, got {self.codebook_size}")
+        if self.hidden_channels % 2:
+            raise ValueError(f"model.hidden_channels must be even, got {self.hidden_channels}")
+        if self.image_size % self.downsample:
+            fitted = math.ceil(self.image_size / self.downsample) * self.downsample
+            raise ValueError(
+                f"model.image_size={self.image_size} is not divisible by model.downsample={self.downsample}; "
+                f"use image_size={fitted}"
+            )
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the latent grid (8 for 32x32 images with downsample 4)."""
+        return self.image_size // self.downsample
+
+
+@dataclass
+class VQWAEOutput:
+    """reconstruction (B, C, H, W); codes (B, h, w); unweighted loss terms and batch statistics."""
+
+    reconstruction: torch.Tensor
+    codes: torch.Tensor
+    reconstruction_loss: torch.Tensor
+    quantizer: QuantizerOutput
+
+    @property
+    def perplexity(self) -> torch.Tensor:
+        return self.quantizer.perplexity
+
+
+class VQWAE(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="vqwae",
+    tags=["vq-wae", "image-tokenizer", "optimal-transport"],
+    repo_url="https://github.com/vqwae/vqwae",
+):
+    """Vector Quantized Wasserstein Auto-Encoder (Vuong et al., ICML 2023) image tokenizer.
+
+    encode: images (B, C, H, W) in [0, 1] -> codes (B, h, w); decode: codes -> images;
+    forward: images -> `VQWAEOutput` with the reconstruction and the loss terms.
+    """
+
+    def __init__(self, config: VQWAEConfig):
+        super().__init__()
+        if isinstance(config, dict):
+            config = VQWAEConfig(**config)
+        self.config = config
+        backbone = dict(
+            hidden_channels=config.hidden_channels,
+            num_res_blocks=config.num_res_blocks,
+            downsample=config.downsample,
+            embedding_dim=config.embedding_dim,
+        )
+        self.encoder = Encoder(config.in_channels, **backbone)
+        self.decoder = Decoder(config.in_channels, **backbone)
+        codebook = dict(
+            codebook_size=config.codebook_size,
+            embedding_dim=config.embedding_dim,
+            codebook_init=config.codebook_init,
+            init_noise=config.init_noise,
+        )
+        if config.quantizer == "vq":
+            self.quantizer = VectorQuantizer(**codebook)
+        else:
+            self.quantizer = WassersteinQuantizer(
+                **codebook,
+                grid_size=config.grid_size,
+                scope=config.ot_scope,
+                solver=config.ot_solver,
+                learn_code_weights=config.learn_code_weights,
+                sinkhorn_options=dict(
+                    epsilon=config.sinkhorn_epsilon,
+                    epsilon_scale=config.sinkhorn_epsilon_scale,
+                    max_iterations=config.sinkhorn_iterations,
+                    tolerance=config.sinkhorn_tolerance,
+                    check_every=config.sinkhorn_check_every,
+                ),
+                exact_max_iterations=config.exact_max_iterations,
+                warm_start=config.sinkhorn_warm_start,
+            )
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if images.dim() != 4 or images.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"expected images (B, {self.config.in_channels}, H, W); got shape {tuple(images.shape)}. "
+                "Convert them to the tokenizer's channel count (model.in_channels)"
+            )
+        height, width = images.shape[-2:]
+        if height % self.config.downsample or width % self.config.downsample:
+            raise ValueError(
+                f"images are {height}x{width} but the tokenizer needs sides divisible by "
+                f"{self.config.downsample}; resize them (e.g. data.image_size={self.config.image_size})"
+            )
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) in [0, 1] -> codes (B, H/downsample, W/downsample), long."""
+        self._check_images(images)
+        _, _, codes = self.quantizer.lookup(self.encoder(images))
+        return codes.view(images.shape[0], images.shape[2] // self.config.downsample, -1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, h, w) long -> images (B, C, h*downsample, w*downsample)."""
+        return self.decoder(self.quantizer.embed(codes))
+
+    def forward(self, images: torch.Tensor) -> VQWAEOutput:
+        self._check_images(images)
+        latents = self.encoder(images)  # (B, D, h, w)
+        quantized = self.quantizer(latents)
+        reconstruction = self.decoder(quantized.quantized)
+        loss = torch.nn.functional.mse_loss(reconstruction.float(), images.float())
+        return VQWAEOutput(reconstruction, quantized.codes, loss, quantized)
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)

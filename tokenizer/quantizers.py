@@ -1,0 +1,217 @@
+"""Vector quantizers: nearest codeword with a straight-through gradient, and their training terms.
+
+`VectorQuantizer` is the VQ-VAE baseline (codebook + commitment losses). `WassersteinQuantizer` is
+VQ-WAE: the same nearest-code lookup, trained by the optimal-transport cost between the code
+distribution (codewords c_k with weights pi_k) and the batch latents, plus KL(pi || uniform).
+Distances and transport run in fp32 even under autocast. Loss weights live with the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .metrics import code_perplexity
+from .transport import exact_transport, sinkhorn_transport
+
+
+@dataclass
+class QuantizerOutput:
+    """quantized (B, D, h, w) straight-through; codes (B, h, w); unweighted loss terms (None when
+    the quantizer has no such term); batch perplexity and number of distinct codes used."""
+
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    perplexity: torch.Tensor
+    codes_used: torch.Tensor
+    commitment_loss: torch.Tensor | None = None
+    codebook_loss: torch.Tensor | None = None
+    transport_loss: torch.Tensor | None = None
+    weights_kl: torch.Tensor | None = None
+
+
+def squared_distances(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """||z_i - c_k||^2 for latents (..., N, D) and codebook (K, D) -> (..., N, K), in fp32."""
+    latents, codebook = latents.float(), codebook.float()
+    return (latents.pow(2).sum(-1, keepdim=True) - 2.0 * latents @ codebook.t() + codebook.pow(2).sum(-1)).clamp_min(
+        0.0
+    )
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """All ranks' copies of `tensor` (detached), in rank order."""
+    gathered = [torch.empty_like(tensor) for _ in range(_world_size())]
+    dist.all_gather(gathered, tensor.detach().contiguous())
+    return gathered
+
+
+class _Quantizer(nn.Module):
+    """Codebook, its initialisation, and the nearest-code lookup shared by both quantizers."""
+
+    def __init__(self, codebook_size: int, embedding_dim: int, codebook_init: str, init_noise: float):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.codebook_init = codebook_init
+        self.init_noise = init_noise
+        self.codebook = nn.Parameter(torch.randn(codebook_size, embedding_dim))
+        # Set once the codebook holds its initial values (saved, so a loaded model never re-inits).
+        self.register_buffer("initialized", torch.tensor(codebook_init == "randn"))
+
+    @torch.no_grad()
+    def _initialize_from(self, latents: torch.Tensor) -> None:
+        """Codes = random encoder outputs of the first batch + noise (0.1 x their RMS by default),
+        so every code starts where the latents are. With several processes the choice is made from
+        the global batch and broadcast from rank 0, so every rank starts identical."""
+        if _world_size() > 1:
+            latents = torch.cat(_gather(latents))
+        indices = torch.randint(0, latents.shape[0], (self.codebook_size,), device=latents.device)
+        if latents.shape[0] >= self.codebook_size:
+            indices = torch.randperm(latents.shape[0], device=latents.device)[: self.codebook_size]
+        chosen = latents[indices].float()
+        chosen += self.init_noise * chosen.pow(2).mean().sqrt() * torch.randn_like(chosen)
+        if _world_size() > 1:
+            dist.broadcast(chosen, src=0)
+        self.codebook.data.copy_(chosen)
+        self.initialized.fill_(True)
+
+    def lookup(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """latents (B, D, h, w) -> flat latents (B*h*w, D), distances (B*h*w, K), codes (B*h*w,)."""
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # (B*h*w, D)
+        if self.training and not bool(self.initialized):
+            self._initialize_from(flat.detach())
+        with torch.autocast(latents.device.type, enabled=False):
+            distances = squared_distances(flat, self.codebook)  # (B*h*w, K)
+        codes = distances.detach().argmin(dim=-1)
+        return flat, distances, codes
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, h, w) -> codewords (B, D, h, w)."""
+        if codes.min() < 0 or codes.max() >= self.codebook_size:
+            raise ValueError(f"codes must lie in [0, {self.codebook_size}); got range [{codes.min()}, {codes.max()}]")
+        return F.embedding(codes, self.codebook).permute(0, 3, 1, 2)
+
+    def _finish(self, latents: torch.Tensor, codes: torch.Tensor) -> dict:
+        batch, _, height, width = latents.shape
+        codes = codes.view(batch, height, width)
+        codewords = self.embed(codes).to(latents.dtype)
+        quantized = latents + (codewords - latents).detach()  # straight-through estimator
+        return dict(
+            quantized=quantized,
+            codes=codes,
+            perplexity=code_perplexity(codes, self.codebook_size),
+            codes_used=torch.unique(codes).numel() * torch.ones((), device=codes.device),
+        ), codewords
+
+
+class VectorQuantizer(_Quantizer):
+    """VQ-VAE quantizer: codebook loss ||sg(z) - c||^2 and commitment loss ||z - sg(c)||^2."""
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        _, _, codes = self.lookup(latents)
+        fields, codewords = self._finish(latents, codes)
+        latents32, codewords32 = latents.float(), codewords.float()
+        return QuantizerOutput(
+            **fields,
+            codebook_loss=F.mse_loss(codewords32, latents32.detach()),
+            commitment_loss=F.mse_loss(latents32, codewords32.detach()),
+        )
+
+
+class WassersteinQuantizer(_Quantizer):
+    """VQ-WAE quantizer: nearest-code lookup, trained by W(latents, (codebook, pi)).
+
+    scope `position`: one OT problem per grid position (its own pi over K codes, B latents each);
+    `global`: one problem over all B*h*w latents. The transport loss is `num_positions` x the mean
+    cost over problems, so both scopes weigh the same. With several processes the latents are
+    gathered so the OT problem is the global batch's; gradients reach the local latents only.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        embedding_dim: int,
+        codebook_init: str,
+        init_noise: float,
+        grid_size: int,
+        scope: str,
+        solver: str,
+        learn_code_weights: bool,
+        sinkhorn_options: dict,
+        exact_max_iterations: int,
+        warm_start: bool,
+    ):
+        super().__init__(codebook_size, embedding_dim, codebook_init, init_noise)
+        self.grid_size, self.scope, self.solver = grid_size, scope, solver
+        self.num_positions = grid_size * grid_size
+        num_problems = self.num_positions if scope == "position" else 1
+        self.code_logits = nn.Parameter(torch.zeros(num_problems, codebook_size), requires_grad=learn_code_weights)
+        self.sinkhorn_options = sinkhorn_options
+        self.exact_max_iterations = exact_max_iterations
+        self.warm_start = warm_start
+        # Last step's code potentials: a warm start for Sinkhorn (codes move little per step).
+        self.register_buffer("code_potential", torch.zeros(num_problems, codebook_size))
+
+    def code_weights(self) -> torch.Tensor:
+        """pi = softmax(logits): (num_problems, K)."""
+        return torch.softmax(self.code_logits.float(), dim=-1)
+
+    def _gather_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, h*w, D) local -> (world*B, h*w, D) global; the local slice keeps its gradient, scaled
+        by the world size because data parallelism averages gradients over ranks."""
+        world = _world_size()
+        if world == 1:
+            return latents
+        gathered = _gather(latents)
+        local = latents * world - latents.detach() * (world - 1)  # value unchanged, gradient x world
+        gathered[dist.get_rank()] = local
+        return torch.cat(gathered, dim=0)
+
+    def transport(self, latents: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+        """OT loss for latents (B, D, h, w) with their code distances (B*h*w, K) from `lookup`:
+        num_positions x the mean OT cost over problems."""
+        batch, dim, height, width = latents.shape
+        if self.scope == "position" and height * width != self.num_positions:
+            raise ValueError(
+                f"per-position OT was built for a {self.grid_size}x{self.grid_size} grid but the latents are "
+                f"{height}x{width}; use images of the training size or model.ot_scope=global"
+            )
+        with torch.autocast(latents.device.type, enabled=False):
+            if _world_size() == 1:
+                grid_distances = distances.view(batch, height * width, -1)  # (B, h*w, K)
+            else:
+                grid = latents.float().permute(0, 2, 3, 1).reshape(batch, height * width, dim)
+                grid_distances = squared_distances(self._gather_latents(grid), self.codebook)  # (world*B, h*w, K)
+            if self.scope == "position":
+                cost = grid_distances.permute(1, 2, 0)  # (h*w, K, B): position m's pi_m vs its B latents
+            else:
+                cost = grid_distances.reshape(-1, self.codebook_size).t()[None]  # (1, K, B*h*w)
+            weights = self.code_weights()
+            if self.solver == "exact":
+                result = exact_transport(cost, weights, max_iterations=self.exact_max_iterations)
+            else:
+                start = self.code_potential if self.warm_start and self.training else None
+                result = sinkhorn_transport(cost, weights, code_potential=start, **self.sinkhorn_options)
+            if self.training:
+                self.code_potential.copy_(result.code_potential)
+            return self.num_positions * result.cost.mean()
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        _, distances, codes = self.lookup(latents)
+        fields, _ = self._finish(latents, codes)
+        weights = self.code_weights()
+        # KL(pi || uniform), averaged like torch's KLDivLoss(reduction="mean") in the reference code.
+        log_size = torch.log(torch.tensor(float(self.codebook_size)))
+        weights_kl = (weights * (weights.clamp_min(1e-12).log() + log_size)).sum(-1)
+        return QuantizerOutput(
+            **fields,
+            transport_loss=self.transport(latents, distances),
+            weights_kl=weights_kl.mean() / self.codebook_size,
+        )
