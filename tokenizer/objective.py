@@ -21,7 +21,7 @@ class LossConfig:
     per-position and global scopes weigh the same); weights_kl: the KL(pi || uniform) weight;
     commitment / codebook: the VQ-VAE terms."""
 
-    transport: float = 1e-3
+    transport: float = 3e-3
     weights_kl: float = 1.0
     commitment: float = 0.25
     codebook: float = 1.0

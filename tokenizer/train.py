@@ -183,15 +183,12 @@ def main(argv=None) -> dict:
 
             # 5d. Log, validate, checkpoint.
             if step % config.log_every == 0 or step == 1:
-                logs = {f"train/{name}": value.item() for name, value in loss.terms.items()}
-                logs.update(
-                    {
-                        "train/loss": loss.total.item(),
-                        "train/perplexity": output.perplexity.item(),
-                        "train/codes_used": output.quantizer.codes_used.item(),
-                        "lr": scheduler.get_last_lr()[0],
-                    }
-                )
+                # Means over processes, so the numbers describe the global batch.
+                names = [f"train/{name}" for name in loss.terms] + ["train/loss", "train/perplexity", "train/codes_used"]
+                values = [*loss.terms.values(), loss.total, output.perplexity, output.quantizer.codes_used]
+                values = accelerator.reduce(torch.stack([value.detach().float() for value in values]), "mean")
+                logs = dict(zip(names, values.tolist()))
+                logs["lr"] = scheduler.get_last_lr()[0]
                 accelerator.log(logs, step=step)
                 progress.set_postfix(loss=f"{logs['train/loss']:.4f}", ppl=f"{logs['train/perplexity']:.0f}")
                 if accelerator.is_main_process:

@@ -20,8 +20,8 @@ class TokenizerTrainConfig:
     output_dir: str = "outputs/tokenizer"
     max_steps: int = 1500
     batch_size: int = 32
-    learning_rate: float = 1e-3
-    lr_scheduler: str = "constant"  # constant | cosine
+    learning_rate: float = 2e-3
+    lr_scheduler: str = "cosine"  # cosine (to zero at max_steps) | constant
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 0.0  # 0 = no clipping

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import ot
 import torch
 
 
@@ -65,6 +64,8 @@ def exact_transport(
 
     cost_matrix: (P, K, N); code_weights: (P, K) summing to 1; latent_weights: (P, N) or uniform.
     """
+    import ot  # POT, needed by the exact solver only
+
     _check_shapes(cost_matrix, code_weights)
     num_problems, num_codes, num_latents = cost_matrix.shape
     if latent_weights is None:
@@ -98,6 +99,7 @@ def sinkhorn_transport(
     check_every: int = 10,
     code_potential: torch.Tensor | None = None,
     anneal_factor: float = 0.5,
+    plan_type: str = "entropic",
 ) -> TransportResult:
     """Batched entropic OT (Sinkhorn) for all P problems at once, on the tensors' own device, fp32.
 
@@ -110,11 +112,17 @@ def sinkhorn_transport(
     latents of their nearest-code cost (what decides the plan once codes sit among the latents),
     `mean` = the mean cost. code_potential: (P, K) warm start, e.g. the previous step's; without
     one, epsilon starts at the mean cost and shrinks by `anneal_factor` per block to its target.
+    plan_type: `entropic` returns the Sinkhorn plan; `assignment` rounds it through the code
+    potential g: each latent goes wholly to argmin_k (C_ki - g_k), its Laguerre cell, which is the
+    exact OT plan once g is the exact dual. Entropic plans spread every code over many latents
+    and pull codes together; the assignment keeps the sharp plan of exact OT at Sinkhorn's price.
     Returns the cost of the entropic plan, <plan, cost_matrix>.
     """
     _check_shapes(cost_matrix, code_weights)
     if epsilon_scale not in ("nearest", "mean"):
         raise ValueError(f"epsilon_scale={epsilon_scale!r} is not allowed; choose one of ['nearest', 'mean']")
+    if plan_type not in ("entropic", "assignment"):
+        raise ValueError(f"plan_type={plan_type!r} is not allowed; choose one of ['entropic', 'assignment']")
     num_problems, num_codes, num_latents = cost_matrix.shape
     with torch.no_grad(), torch.autocast(cost_matrix.device.type, enabled=False):
         cost = cost_matrix.detach().float()  # (P, K, N)
@@ -168,6 +176,10 @@ def sinkhorn_transport(
             potential = potential + eps * code_scaling.log()
             eps = torch.maximum(eps_target, eps * anneal_factor)
             plan = absorbed_plan(potential)
+            error = code_error(plan)
+        if plan_type == "assignment":
+            cells = (cost - potential).argmin(dim=1, keepdim=True)  # (P, 1, N)
+            plan = torch.zeros_like(cost).scatter_(1, cells, latent_mass)
             error = code_error(plan)
         potential = potential.squeeze(-1)
         potential = potential - potential.mean(-1, keepdim=True)

@@ -1,0 +1,125 @@
+"""Stage one: training, checkpoints, resume, 2 processes, Hub push, evaluation CLI."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import read_metrics, reset_accelerate, run_script
+from tokenizer import VQWAE
+from tokenizer import train as train_module
+
+TINY = "configs/tokenizer/tiny.yaml"
+
+
+@pytest.fixture
+def train(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+
+    def run(*overrides):
+        reset_accelerate()
+        return train_module.main(["--config", TINY, *overrides])
+
+    yield run
+    reset_accelerate()
+
+
+def test_tiny_run_lowers_loss_and_writes_checkpoints(train, tmp_path):
+    metrics = train(f"output_dir={tmp_path}", "max_steps=40", "checkpoint_every=20", "validate_every=20")
+    logs = [row for row in read_metrics(tmp_path) if "train/reconstruction" in row]
+    first = sum(row["train/reconstruction"] for row in logs[:5]) / 5
+    last = sum(row["train/reconstruction"] for row in logs[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["step_00000020", "step_00000040"]
+    assert (tmp_path / "samples" / "reconstruction_00000020.png").is_file()
+    final = VQWAE.from_pretrained(tmp_path / "final")
+    assert final.config.codebook_size == 32
+    card = (tmp_path / "final" / "README.md").read_text()
+    assert "perplexity" in card and "codebook_size: 32" in card
+    assert metrics["num_images"] > 0 and 0 < metrics["perplexity"] <= 32
+
+
+def test_resume_continues_exactly(train, tmp_path):
+    # A constant schedule, so that stopping early (max_steps=3) does not change the learning rate.
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(f"output_dir={straight}", "max_steps=6", "lr_scheduler=constant")
+    train(f"output_dir={split}", "max_steps=3", "lr_scheduler=constant")
+    train(f"output_dir={split}", "max_steps=6", "resume=latest", "lr_scheduler=constant")
+    a = load_file(straight / "final" / "model.safetensors")
+    b = load_file(split / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5, msg=name)
+    resumed = [row["train/loss"] for row in read_metrics(split) if "train/loss" in row and row["step"] > 3]
+    reference = [row["train/loss"] for row in read_metrics(straight) if "train/loss" in row and row["step"] > 3]
+    assert resumed == pytest.approx(reference, rel=1e-5)
+
+
+def test_resume_latest_without_checkpoint_starts_fresh(train, tmp_path, capsys):
+    train(f"output_dir={tmp_path}", "max_steps=2", "resume=latest")
+    assert "no checkpoint" in capsys.readouterr().out
+
+
+def test_resume_refuses_a_different_config(train, tmp_path):
+    train(f"output_dir={tmp_path}", "max_steps=3")
+    with pytest.raises(ValueError, match=r"different config \(model.codebook_size: 32 -> 16"):
+        train(f"output_dir={tmp_path}", "max_steps=6", "resume=latest", "model.codebook_size=16")
+
+
+def test_two_processes_solve_ot_on_the_global_batch(tmp_path):
+    """A real 2-process CPU (gloo) run: its step-1 OT loss equals 1 process on the same global batch."""
+    common = ["tokenizer/train.py", "--config", TINY, "max_steps=2", "batch_size=8", "checkpoint_every=2"]
+    two = run_script([*common, f"output_dir={tmp_path / 'two'}"], processes=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_script([*common, f"output_dir={tmp_path / 'one'}"], processes=1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    first_two = next(row for row in read_metrics(tmp_path / "two") if row["step"] == 1)
+    first_one = next(row for row in read_metrics(tmp_path / "one") if row["step"] == 1)
+    assert first_two["train/transport"] == pytest.approx(first_one["train/transport"], rel=1e-4)
+    assert first_two["train/reconstruction"] == pytest.approx(first_one["train/reconstruction"], rel=1e-4)
+    assert (tmp_path / "two" / "checkpoints" / "step_00000002" / "random_states_1.pkl").is_file()
+
+
+def test_push_to_hub_uploads_a_loadable_folder(train, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    hub = tmp_path / "hub"
+    calls = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, exist_ok=False):
+            calls["repo"] = repo_id
+
+        def upload_folder(self, repo_id, folder_path, commit_message=""):
+            import shutil
+
+            shutil.copytree(folder_path, hub / repo_id)
+            return type("Info", (), {"commit_url": f"https://hf.co/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    train(f"output_dir={tmp_path / 'run'}", "max_steps=2", "push_to_hub=true", "hub_repo_id=me/tiny")
+    assert calls["repo"] == "me/tiny"
+    loaded = VQWAE.from_pretrained(hub / "me/tiny")
+    assert loaded.config.codebook_size == 32
+
+
+def test_push_without_token_is_a_clear_error(tmp_path, monkeypatch):
+    from tokenizer.checkpointing import push_folder
+
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="cannot push to 'me/x'.*saved locally"):
+        push_folder(tmp_path, "me/x")
+
+
+def test_evaluate_cli_prints_metrics(train, tmp_path, capsys):
+    train(f"output_dir={tmp_path}", "max_steps=2")
+    capsys.readouterr()
+    from tokenizer import evaluate
+
+    evaluate.main(["--tokenizer", str(tmp_path / "final"), "--split", "test", "--max-batches", "1"])
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{\n") :])
+    assert set(result) >= {"mse", "psnr", "ssim", "perplexity", "codes_used"}
+    assert result["num_images"] == 256 and result["psnr"] > 0
