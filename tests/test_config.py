@@ -53,3 +53,11 @@ def test_missing_config_file():
 
 def test_parse_overrides():
     assert parse_overrides(["a.b=1", "c=x", "d=true"]) == {"a": {"b": 1}, "c": "x", "d": True}
+
+
+def test_shipped_prior_configs_load(repo_root):
+    from prior.train_config import PriorTrainConfig
+
+    for path in sorted((repo_root / "configs" / "prior").glob("*.yaml")):
+        config = load_config(PriorTrainConfig, path, ["tokenizer=some/tokenizer"])
+        assert config.model.hidden_size % config.model.num_heads == 0

@@ -202,7 +202,9 @@ def load_images(config: DataConfig, channels: int, seed: int = 0) -> datasets.Da
             )
             bad = len(part) - sum(part["valid"])
             if bad:
-                warnings.warn(f"skipped {bad} unreadable image(s) in split {split!r} of {config.source!r}", stacklevel=2)
+                warnings.warn(
+                    f"skipped {bad} unreadable image(s) in split {split!r} of {config.source!r}", stacklevel=2
+                )
                 part = part.filter(lambda valid: valid, input_columns="valid")
             splits[split] = part.remove_columns("valid")
     for split, part in splits.items():

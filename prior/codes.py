@@ -1,0 +1,73 @@
+"""Encode a data set into code sequences once, cached on disk with the tokenizer's identity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from tokenizer.data import to_unit_range
+from tokenizer.model import VQWAE
+
+
+def tokenizer_identity(tokenizer: VQWAE) -> str:
+    """sha256 of the tokenizer's config and weights: two tokenizers share it only if identical."""
+    digest = hashlib.sha256(json.dumps(asdict(tokenizer.config), sort_keys=True).encode())
+    for name, tensor in sorted(tokenizer.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def encode_split(tokenizer: VQWAE, split, batch_size: int = 256, accelerator=None, desc: str = "encode") -> dict:
+    """Codes (N, h*w) long in raster order and labels (N,) of a split of `pixel_values`.
+    With an accelerator, the split is sharded over processes and gathered back in order."""
+    device = accelerator.device if accelerator else next(tokenizer.parameters()).device
+    tokenizer = tokenizer.to(device).eval()
+    loader = torch.utils.data.DataLoader(split, batch_size=batch_size)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader, device_placement=True)
+    codes, labels = [], []
+    disable = accelerator is not None and not accelerator.is_main_process
+    for batch in tqdm(loader, desc=desc, disable=disable):
+        batch_codes = tokenizer.encode(to_unit_range(batch["pixel_values"]).to(device)).flatten(1)
+        batch_labels = batch["label"].to(device)
+        if accelerator is not None:  # gather_for_metrics drops the padding of the last batch
+            batch_codes, batch_labels = accelerator.gather_for_metrics((batch_codes, batch_labels))
+        codes.append(batch_codes.cpu())
+        labels.append(batch_labels.cpu())
+    return {"codes": torch.cat(codes), "labels": torch.cat(labels)}
+
+
+def load_or_encode(cache_dir: str | Path, split_name: str, tokenizer: VQWAE, split, batch_size: int = 256,
+                   accelerator=None) -> dict:  # fmt: skip
+    """Codes of `split` from `<cache_dir>/<split_name>.safetensors`, encoding and writing it first if
+    absent. A cache written for another tokenizer or split is refused, never reused."""
+    path = Path(cache_dir) / f"{split_name}.safetensors"
+    identity = tokenizer_identity(tokenizer)
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+        if meta.get("tokenizer") != identity or meta.get("split") != split_name:
+            raise ValueError(
+                f"code cache {path} was made by another tokenizer ({meta.get('tokenizer', '?')[:12]}, split "
+                f"{meta.get('split')!r}); this tokenizer is {identity[:12]}. Delete {path.parent} or use a new output_dir"
+            )
+        return load_file(str(path))
+    encoded = encode_split(tokenizer, split, batch_size, accelerator, desc=f"encode {split_name}")
+    if accelerator is None or accelerator.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        save_file(encoded, str(temporary), metadata={"tokenizer": identity, "split": split_name})
+        temporary.rename(path)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return encoded

@@ -1,0 +1,192 @@
+"""Stage two: train a GPT-style prior over a tokenizer's code sequences.
+
+    accelerate launch prior/train.py --config configs/prior/mnist.yaml tokenizer=PATH_OR_HUB_ID
+
+Writes the prior to <output_dir>/final and a complete pipeline folder (tokenizer + prior) to
+<output_dir>/pipeline, which `VQWAEPipeline.from_pretrained` loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run by path (accelerate launch prior/train.py): make the repo importable
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import torch
+from accelerate.utils import set_seed
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from prior.codes import load_or_encode, tokenizer_identity
+from prior.export import save_pipeline_folder
+from prior.model import CodeVocabulary, build_prior
+from prior.sampling import sample_codes
+from prior.train_config import PriorTrainConfig
+from tokenizer.checkpointing import check_same_run, push_folder, read_state, resolve_resume, save_checkpoint
+from tokenizer.config import to_dict
+from tokenizer.data import load_images
+from tokenizer.model import VQWAE
+from tokenizer.train import parse_config
+from tokenizer.training import all_finite, batches_from, build_accelerator, log_metrics, per_process_batch_size
+
+
+def sequences(codes: torch.Tensor, labels: torch.Tensor, vocabulary: CodeVocabulary, config: PriorTrainConfig,
+              train: bool) -> torch.Tensor:  # fmt: skip
+    """[prefix] + codes (B, 1 + h*w): begin-of-image, or the class token (null class with
+    probability label_dropout while training, so classifier-free guidance works)."""
+    if config.class_conditional:
+        prefix = vocabulary.codebook_size + 1 + labels
+        if train and config.label_dropout:
+            dropped = torch.rand(labels.shape, device=labels.device) < config.label_dropout
+            prefix = torch.where(dropped, torch.full_like(prefix, vocabulary.null_class_token), prefix)
+    else:
+        prefix = torch.full_like(labels, vocabulary.begin_token)
+    return torch.cat([prefix[:, None], codes], dim=1)
+
+
+def causal_lm_loss(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) over the code tokens; the prefix is never a target."""
+    labels = input_ids.clone()
+    labels[:, 0] = -100
+    return model(input_ids=input_ids, labels=labels).loss
+
+
+def main(argv=None) -> dict:
+    config = parse_config(PriorTrainConfig, argv)
+    output_dir = Path(config.output_dir)
+
+    # 1. Accelerator and seed.
+    accelerator = build_accelerator(config)
+    set_seed(config.seed)
+
+    # 2. Tokenizer (frozen) and the data set as cached code sequences.
+    tokenizer = VQWAE.from_pretrained(config.tokenizer).to(accelerator.device).eval()
+    tokenizer_id = tokenizer_identity(tokenizer)
+    data_config = dataclasses.replace(config.data, image_size=tokenizer.config.image_size)
+    with accelerator.main_process_first():
+        splits = load_images(data_config, tokenizer.config.in_channels, seed=config.seed)
+    codes = {
+        name: load_or_encode(output_dir / "codes", name, tokenizer, splits[name], config.encode_batch_size, accelerator)
+        for name in ("train", "validation")
+    }
+    if config.class_conditional and int(codes["train"]["labels"].max()) >= config.num_classes:
+        raise ValueError(f"labels go up to {int(codes['train']['labels'].max())} but num_classes={config.num_classes}")
+    grid = tokenizer.config.grid_size
+    vocabulary = CodeVocabulary(
+        tokenizer.config.codebook_size, grid, grid, config.num_classes if config.class_conditional else 0
+    )
+    train_loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(codes["train"]["codes"], codes["train"]["labels"]),
+        batch_size=per_process_batch_size(accelerator, config), shuffle=True, drop_last=True,
+    )  # fmt: skip
+    validation_loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(codes["validation"]["codes"], codes["validation"]["labels"]), batch_size=256
+    )
+
+    # 3. Prior (a transformers causal LM), optimizer, schedule.
+    model = build_prior(config.model, vocabulary, tokenizer_id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(config.scheduler_name, optimizer, config.warmup_steps, config.max_steps)
+    model, optimizer, train_loader, validation_loader = accelerator.prepare(
+        model, optimizer, train_loader, validation_loader
+    )
+    accelerator.register_for_checkpointing(scheduler)
+
+    # 4. Resume.
+    step, batches_seen = 0, 0
+    checkpoint = resolve_resume(config.resume, output_dir, accelerator.print)
+    if checkpoint is not None:
+        check_same_run(checkpoint, {**to_dict(config), "tokenizer_id": tokenizer_id})
+        accelerator.load_state(str(checkpoint))
+        step, batches_seen = read_state(checkpoint)["step"], read_state(checkpoint)["batches_seen"]
+        accelerator.print(f"resumed from {checkpoint} at step {step}")
+    accelerator.init_trackers("prior", config={k: v for k, v in to_dict(config).items() if not isinstance(v, dict)})
+
+    def validate() -> dict:
+        model.eval()
+        total = torch.zeros(2, device=accelerator.device)  # summed loss x tokens, tokens
+        with torch.no_grad():
+            for index, (batch_codes, batch_labels) in enumerate(validation_loader):
+                if config.validation_batches and index >= config.validation_batches:
+                    break
+                loss = causal_lm_loss(model, sequences(batch_codes, batch_labels, vocabulary, config, train=False))
+                total += torch.stack(
+                    [loss * batch_codes.numel(), torch.tensor(float(batch_codes.numel()), device=loss.device)]
+                )
+        total = accelerator.reduce(total, "sum")
+        bits = (total[0] / total[1]).item() / math.log(2)
+        if accelerator.is_main_process:  # decoded samples (labels 0..9 when conditional)
+            labels = torch.arange(config.num_samples) % vocabulary.num_classes if vocabulary.num_classes else None
+            generator = torch.Generator().manual_seed(config.seed)
+            sampled = sample_codes(accelerator.unwrap_model(model), config.num_samples, labels, generator=generator)
+            with torch.no_grad():
+                images = tokenizer.decode(sampled.to(accelerator.device)).clamp(0, 1)
+            (output_dir / "samples").mkdir(parents=True, exist_ok=True)
+            save_image(
+                images, output_dir / "samples" / f"samples_{step:08d}.png", nrow=int(math.sqrt(config.num_samples)) or 1
+            )
+        model.train()
+        log_metrics(accelerator, config, step, {"validation/bits_per_code": bits})
+        return {"bits_per_code": bits}
+
+    # 5. Training loop.
+    model.train()
+    progress = tqdm(total=config.max_steps, initial=step, desc="prior", disable=not accelerator.is_main_process)
+    for batch_codes, batch_labels in batches_from(accelerator, train_loader, batches_seen):
+        batches_seen += 1
+        with accelerator.accumulate(model):
+            # 5a. Next-token prediction over [prefix] + codes.
+            loss = causal_lm_loss(model, sequences(batch_codes, batch_labels, vocabulary, config, train=True))
+            if not all_finite(accelerator, {"cross_entropy": loss}, loss, step + 1, config):
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            # 5b. Backward and update.
+            accelerator.backward(loss)
+            if config.max_grad_norm and accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        scheduler.step()
+        step += 1
+        progress.update(1)
+
+        # 5c. Log, validate, checkpoint.
+        if step % config.log_every == 0 or step == 1:
+            logs = log_metrics(
+                accelerator, config, step, {"train/bits_per_code": loss / math.log(2), "lr": scheduler.get_last_lr()[0]}
+            )
+            progress.set_postfix(bits=f"{logs['train/bits_per_code']:.3f}")
+        if step % config.validate_every == 0 and step < config.max_steps:
+            validate()
+        if step % config.checkpoint_every == 0 or step == config.max_steps:
+            state = {"batches_seen": batches_seen}
+            save_checkpoint(accelerator, output_dir, step, state, {**to_dict(config), "tokenizer_id": tokenizer_id},
+                            config.checkpoints_to_keep)  # fmt: skip
+        if step >= config.max_steps:
+            break
+    progress.close()
+
+    # 6. Final validation; save the prior and the pipeline folder (tokenizer + prior).
+    metrics = validate()
+    if accelerator.is_main_process:
+        prior = accelerator.unwrap_model(model)
+        prior.save_pretrained(output_dir / "final", safe_serialization=True)
+        extra = {"class_conditional": config.class_conditional, "num_classes": vocabulary.num_classes,
+                 "validation_bits_per_code": metrics["bits_per_code"], "data_source": config.data.source}  # fmt: skip
+        folder = save_pipeline_folder(output_dir / "pipeline", tokenizer, prior, tokenizer_id, extra)
+        accelerator.print(f"prior: validation {metrics['bits_per_code']:.3f} bits per code; pipeline saved to {folder}")
+        if config.push_to_hub:
+            accelerator.print(f"pushed to {push_folder(folder, config.hub_repo_id)}")
+    accelerator.end_training()
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

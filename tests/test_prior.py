@@ -1,0 +1,150 @@
+"""Stage two: the transformers prior, its vocabulary, code cache, sampling and training."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from prior import train as prior_train
+from prior.codes import load_or_encode, tokenizer_identity
+from prior.model import CodeVocabulary, PriorModelConfig, build_prior, check_matches_tokenizer
+from prior.sampling import sample_codes
+from tests.helpers import read_metrics, reset_accelerate
+from tokenizer import VQWAE, VQWAEConfig
+
+TINY_TOKENIZER = dict(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32, image_size=16)
+TINY_PRIOR = PriorModelConfig(num_layers=1, num_heads=2, hidden_size=32, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tokenizer")
+    VQWAE(VQWAEConfig(**TINY_TOKENIZER)).save_pretrained(folder)
+    return folder
+
+
+def tiny_prior(num_classes=0, architecture="gpt2", codebook_size=32):
+    torch.manual_seed(0)
+    config = PriorModelConfig(num_layers=1, num_heads=2, hidden_size=32, dropout=0.0, architecture=architecture)
+    return build_prior(config, CodeVocabulary(codebook_size, 4, 4, num_classes), "tokenizer-id").eval()
+
+
+def test_vocabulary_layout():
+    vocabulary = CodeVocabulary(512, 8, 8, num_classes=10)
+    assert vocabulary.begin_token == 512 and vocabulary.class_token(0) == 513
+    assert vocabulary.null_class_token == 523 and vocabulary.size == 524 and vocabulary.sequence_length == 64
+    assert CodeVocabulary(512, 8, 8).size == 513
+
+
+def test_prior_must_match_the_tokenizer(tokenizer_dir):
+    tokenizer = VQWAE.from_pretrained(tokenizer_dir)
+    check_matches_tokenizer(tiny_prior(), tokenizer)  # 32 codes on a 4x4 grid: matches
+    with pytest.raises(ValueError, match="vocabulary has 64 codes but the tokenizer's codebook has 32"):
+        check_matches_tokenizer(tiny_prior(codebook_size=64), tokenizer)
+    with pytest.raises(ValueError, match="trained on the codes of tokenizer"):
+        check_matches_tokenizer(tiny_prior(), tokenizer, tokenizer_id="another-tokenizer")
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_greedy_generation_same_with_and_without_kv_cache(architecture):
+    prior = tiny_prior(architecture=architecture)
+    cached = sample_codes(prior, 3, do_sample=False, use_cache=True)
+    uncached = sample_codes(prior, 3, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+    # Independent check: greedy decoding by hand, one full forward per token.
+    ids = torch.full((3, 1), 32)
+    for _ in range(16):
+        logits = prior(input_ids=ids).logits[:, -1, :32]
+        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], 1)
+    assert torch.equal(cached.flatten(1), ids[:, 1:])
+
+
+def test_samples_are_codes_and_seeded():
+    prior = tiny_prior(num_classes=10)
+    with torch.no_grad():  # make the special tokens the likeliest: they must still never appear
+        prior.lm_head.weight[32:] += 5.0
+    first = sample_codes(prior, 6, generator=torch.Generator().manual_seed(1), top_k=20, top_p=0.9, temperature=1.5)
+    again = sample_codes(prior, 6, generator=torch.Generator().manual_seed(1), top_k=20, top_p=0.9, temperature=1.5)
+    other = sample_codes(prior, 6, generator=torch.Generator().manual_seed(2), top_k=20, top_p=0.9, temperature=1.5)
+    assert first.shape == (6, 4, 4) and first.min() >= 0 and first.max() < 32
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_class_labels_change_samples_and_guidance_runs():
+    prior = tiny_prior(num_classes=10)
+    with torch.no_grad():
+        prior.transformer.wte.weight[33:43] *= 20  # make class tokens matter in the untrained model
+    zeros = sample_codes(prior, 4, class_labels=0, do_sample=False)
+    sevens = sample_codes(prior, 4, class_labels=7, do_sample=False)
+    assert not torch.equal(zeros, sevens)
+    guided = sample_codes(
+        prior, 4, class_labels=[0, 1, 2, 3], guidance_scale=3.0, generator=torch.Generator().manual_seed(0)
+    )
+    assert guided.shape == (4, 4, 4) and guided.max() < 32
+    with pytest.raises(ValueError, match="class_labels must be"):
+        sample_codes(prior, 4, class_labels=[0, 11, 2, 3])
+    with pytest.raises(ValueError, match="prior is unconditional"):
+        sample_codes(tiny_prior(), 2, class_labels=1)
+
+
+def test_code_cache_is_reused_and_refused_for_another_tokenizer(tmp_path):
+    from tokenizer.data import DataConfig, load_images
+
+    split = load_images(DataConfig(image_size=16), 1)["validation"].select(range(40))
+    torch.manual_seed(0)
+    first = VQWAE(VQWAEConfig(**TINY_TOKENIZER))
+    encoded = load_or_encode(tmp_path, "validation", first, split, batch_size=16)
+    assert encoded["codes"].shape == (40, 16)
+    direct = first.encode(split[:40]["pixel_values"].float() / 255).flatten(1)
+    assert torch.equal(encoded["codes"], direct)
+    again = load_or_encode(tmp_path, "validation", first, split)
+    assert torch.equal(again["codes"], encoded["codes"])
+    torch.manual_seed(1)
+    second = VQWAE(VQWAEConfig(**TINY_TOKENIZER))
+    assert tokenizer_identity(second) != tokenizer_identity(first)
+    with pytest.raises(ValueError, match="made by another tokenizer"):
+        load_or_encode(tmp_path, "validation", second, split)
+
+
+@pytest.fixture
+def train_prior(repo_root, monkeypatch, tokenizer_dir):
+    monkeypatch.chdir(repo_root)
+
+    def run(*overrides):
+        reset_accelerate()
+        return prior_train.main(["--config", "configs/prior/tiny.yaml", f"tokenizer={tokenizer_dir}", *overrides])
+
+    yield run
+    reset_accelerate()
+
+
+def test_tiny_prior_trains_resumes_and_writes_a_pipeline(train_prior, tmp_path):
+    train_prior(f"output_dir={tmp_path / 'a'}", "max_steps=40", "checkpoint_every=20", "validate_every=20")
+    bits = [row["train/bits_per_code"] for row in read_metrics(tmp_path / "a") if "train/bits_per_code" in row]
+    assert sum(bits[-5:]) / 5 < 0.8 * sum(bits[:5]) / 5
+    folder = tmp_path / "a" / "pipeline"
+    assert (folder / "tokenizer" / "model.safetensors").is_file() and (folder / "prior" / "model.safetensors").is_file()
+    assert (folder / "pipeline_config.json").is_file()
+    assert (tmp_path / "a" / "samples" / "samples_00000020.png").is_file()
+    # Resume: 3 steps, stop, 3 more == 6 straight (constant schedule, so stopping early changes nothing).
+    train_prior(f"output_dir={tmp_path / 'b'}", "max_steps=6", "lr_scheduler=constant")
+    train_prior(f"output_dir={tmp_path / 'c'}", "max_steps=3", "lr_scheduler=constant")
+    train_prior(f"output_dir={tmp_path / 'c'}", "max_steps=6", "lr_scheduler=constant", "resume=latest")
+    straight, resumed = (
+        load_file(tmp_path / "b" / "final" / "model.safetensors"),
+        load_file(tmp_path / "c" / "final" / "model.safetensors"),
+    )
+    for name in straight:
+        torch.testing.assert_close(straight[name], resumed[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_class_conditional_prior_trains(train_prior, tmp_path):
+    metrics = train_prior(f"output_dir={tmp_path}", "max_steps=3", "class_conditional=true", "model.architecture=llama")
+    assert metrics["bits_per_code"] > 0
+
+
+def test_prior_config_needs_a_tokenizer():
+    from prior.train_config import PriorTrainConfig
+
+    with pytest.raises(ValueError, match="set tokenizer=PATH_OR_HUB_ID"):
+        PriorTrainConfig()

@@ -1,0 +1,136 @@
+"""Pieces both training scripts share: the run settings, the Accelerator, the data position,
+the non-finite-loss guard and metric logging. The recipes themselves stay in the train scripts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+
+from .config import check_choice, check_positive
+
+
+@dataclass
+class RunConfig:
+    """Settings every training run has. batch_size is the global batch per optimizer step: it is
+    split over processes and gradient accumulation, so 1 or N devices optimise the same thing."""
+
+    output_dir: str = "outputs/run"
+    max_steps: int = 1500
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    lr_scheduler: str = "cosine"  # cosine (to zero at max_steps) | constant
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.0  # 0 = no clipping
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    seed: int = 0
+    resume: str | None = None  # latest | path to a checkpoint folder
+    checkpoint_every: int = 500
+    checkpoints_to_keep: int = 2
+    log_every: int = 50
+    validate_every: int = 500
+    validation_batches: int = 0  # 0 = the whole validation split
+    log_with: str = "auto"  # auto (tensorboard when installed) | tensorboard | none
+    nonfinite_loss: str = "stop"  # stop | skip (the step)
+    push_to_hub: bool = False
+    hub_repo_id: str | None = None
+
+    def __post_init__(self):
+        check_choice("lr_scheduler", self.lr_scheduler, ("constant", "cosine"))
+        check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        check_choice("log_with", self.log_with, ("auto", "tensorboard", "none"))
+        check_choice("nonfinite_loss", self.nonfinite_loss, ("stop", "skip"))
+        for name in ("max_steps", "batch_size", "learning_rate", "gradient_accumulation_steps",
+                     "checkpoint_every", "checkpoints_to_keep", "log_every", "validate_every"):  # fmt: skip
+            check_positive(name, getattr(self, name))
+        for name in ("warmup_steps", "weight_decay", "max_grad_norm", "validation_batches"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        if self.push_to_hub and not self.hub_repo_id:
+            raise ValueError("push_to_hub=true needs hub_repo_id=USER/NAME")
+
+    @property
+    def scheduler_name(self) -> str:
+        """The `transformers.get_scheduler` name of lr_scheduler."""
+        return "cosine" if self.lr_scheduler == "cosine" else "constant_with_warmup"
+
+
+def build_accelerator(config: RunConfig) -> Accelerator:
+    """Accelerator with a project folder, seeded data order and the chosen tracker."""
+    log_with = config.log_with
+    if log_with == "auto":
+        log_with = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=None if log_with == "none" else log_with,
+        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=f"{config.output_dir}/logs"),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+    )
+    per_step = accelerator.num_processes * config.gradient_accumulation_steps
+    if config.batch_size % per_step:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by processes x accumulation = {per_step}")
+    return accelerator
+
+
+def per_process_batch_size(accelerator: Accelerator, config: RunConfig) -> int:
+    return config.batch_size // (accelerator.num_processes * config.gradient_accumulation_steps)
+
+
+def batches_from(accelerator: Accelerator, loader, batches_seen: int) -> Iterator:
+    """Endless batches continuing after `batches_seen`: each epoch has its seeded shuffle, and a
+    resumed run skips what it already consumed, so it sees exactly the uninterrupted order."""
+    if len(loader) == 0:
+        raise ValueError("the training split holds fewer examples than one batch; lower batch_size")
+    while True:
+        epoch, offset = divmod(batches_seen, len(loader))
+        loader.set_epoch(epoch)
+        for batch in accelerator.skip_first_batches(loader, offset) if offset else loader:
+            batches_seen += 1
+            yield batch
+
+
+def all_finite(
+    accelerator: Accelerator, terms: dict[str, torch.Tensor], total: torch.Tensor, step: int, config: RunConfig
+) -> bool:
+    """True when the loss is finite on every process. Otherwise stop with the step and the
+    term(s) named (nonfinite_loss=stop) or report that the step is skipped (skip)."""
+    finite = accelerator.reduce(torch.isfinite(total.detach()).float().reshape(1), "sum").item()
+    if finite == accelerator.num_processes:
+        return True
+    bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["(on another process)"]
+    message = f"non-finite loss at step {step} in term(s) {bad}"
+    if config.nonfinite_loss == "stop":
+        raise FloatingPointError(
+            f"{message}; lower learning_rate or set nonfinite_loss=skip. "
+            f"Checkpoints in {Path(config.output_dir) / 'checkpoints'} are intact"
+        )
+    accelerator.print(f"{message}: skipping the step")
+    return False
+
+
+def log_metrics(
+    accelerator: Accelerator, config: RunConfig, step: int, values: dict[str, torch.Tensor | float]
+) -> dict:
+    """Means over processes of `values`, sent to the trackers and appended to metrics.jsonl."""
+    names = list(values)
+    stacked = torch.stack(
+        [
+            torch.as_tensor(values[name], dtype=torch.float32, device=accelerator.device).detach().reshape(())
+            for name in names
+        ]
+    )
+    logs = dict(zip(names, accelerator.reduce(stacked, "mean").tolist()))
+    accelerator.log(logs, step=step)
+    if accelerator.is_main_process:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(config.output_dir) / "metrics.jsonl", "a") as file:
+            file.write(json.dumps({"step": step, **logs}) + "\n")
+    return logs
