@@ -2,7 +2,30 @@
 
 from pathlib import Path
 
+import torch
+
+
+def tiny_pipeline(folder: Path, seed: int = 0, codebook_size: int = 32):
+    """A random (untrained) tokenizer + prior pipeline, saved to `folder`."""
+    from pipelines import VQWAEPipeline
+    from prior.codes import tokenizer_identity
+    from prior.model import CodeVocabulary, PriorModelConfig, build_prior
+    from tokenizer import VQWAE, VQWAEConfig
+
+    torch.manual_seed(seed)
+    tokenizer = VQWAE(
+        VQWAEConfig(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=codebook_size, image_size=16)
+    )
+    prior = build_prior(
+        PriorModelConfig(num_layers=1, num_heads=2, hidden_size=32, dropout=0.0),
+        CodeVocabulary(codebook_size, 4, 4, num_classes=10),
+        tokenizer_identity(tokenizer),
+    )
+    pipe = VQWAEPipeline(tokenizer, prior)
+    pipe.save_pretrained(folder)
+    return pipe
+
 
 def prepare_readme_files(folder: Path) -> None:
-    """Nothing is needed yet: the tokenizer snippet builds its own model."""
-    return None
+    """The quickstart's pipeline folder, as `make quickstart` leaves it (tiny and untrained)."""
+    tiny_pipeline(folder / "outputs" / "quickstart" / "prior" / "pipeline")

@@ -2,7 +2,8 @@
 
     python -m tokenizer.evaluate --tokenizer outputs/tokenizer/final [--split test]
 
-prints JSON with MSE, PSNR (dB), SSIM, dataset perplexity and codes used.
+prints JSON with MSE, PSNR (dB), SSIM, dataset perplexity and codes used; `--rfid` adds the FID
+of the reconstructions against the originals (TF Inception weights, resolved offline).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import DataConfig, load_images, to_unit_range
+from .fid_score import FIDResult, compute_fid
 from .metrics import code_histogram, perplexity_from_counts, psnr, ssim
 from .model import VQWAE
 
@@ -73,6 +75,20 @@ def evaluate_reconstruction(
     )
 
 
+@torch.no_grad()
+def reconstruction_fid(model: VQWAE, split, batch_size: int = 256) -> FIDResult:
+    """rFID: FID between the tokenizer's reconstructions of `split` and the originals."""
+    device = next(model.parameters()).device
+    originals = split[:]["pixel_values"].to(torch.uint8)
+    reconstructions = []
+    for start in range(0, len(originals), batch_size):
+        images = to_unit_range(originals[start : start + batch_size]).to(device)
+        reconstructions.append(model.decode(model.encode(images)).clamp(0, 1).cpu())
+    result = compute_fid(torch.cat(reconstructions), originals)
+    result.reference = "originals"
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", required=True, help="folder or Hub id of a saved tokenizer")
@@ -80,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--source", default="mnist", help="data.source to evaluate on (default: mnist)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-batches", type=int, default=None)
+    parser.add_argument("--rfid", action="store_true", help="also score rFID: reconstructions vs originals")
     args = parser.parse_args(argv)
     model = VQWAE.from_pretrained(args.tokenizer)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -88,6 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
     split = load_images(data, model.config.in_channels)[args.split]
     loader = torch.utils.data.DataLoader(split, batch_size=args.batch_size)
     result = asdict(evaluate_reconstruction(model, loader, max_batches=args.max_batches))
+    if args.rfid:
+        limit = len(split) if args.max_batches is None else min(len(split), args.max_batches * args.batch_size)
+        result["rfid"] = asdict(reconstruction_fid(model, split.select(range(limit)), args.batch_size))
     result.update(tokenizer=args.tokenizer, split=args.split, source=args.source)
     print(json.dumps(result, indent=2))
     return result

@@ -1,0 +1,39 @@
+"""FID of a pipeline's samples against a reference split, as JSON.
+
+python -m pipelines.fid --pipeline DIR --n N --reference mnist:test [--reference-n M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+import torch
+
+from .pipeline_vqwae import VQWAEPipeline
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline", required=True, help="pipeline folder or Hub repo id")
+    parser.add_argument("--n", type=int, default=10000, help="number of generated samples")
+    parser.add_argument("--reference", default="mnist:test", help="SOURCE:SPLIT of the real images")
+    parser.add_argument("--reference-n", type=int, default=None, help="use the first M reference images (default all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--weights", default=None, help="Inception weights in torch-fidelity's layout (default: resolved offline)"
+    )
+    args = parser.parse_args(argv)
+    pipe = VQWAEPipeline.from_pretrained(args.pipeline).to("cuda" if torch.cuda.is_available() else "cpu")
+    result = pipe.fid(
+        n=args.n, reference=args.reference, reference_n=args.reference_n, batch_size=args.batch_size,
+        generator=torch.Generator().manual_seed(args.seed), weights_path=args.weights,
+    )  # fmt: skip
+    print(json.dumps(asdict(result), indent=2))
+    return asdict(result)
+
+
+if __name__ == "__main__":
+    main()

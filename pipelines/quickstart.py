@@ -1,0 +1,77 @@
+"""The whole job on the embedded MNIST with a small budget (`make quickstart`):
+
+1. train the tokenizer (configs/tokenizer/mnist.yaml, our defaults, 1500 steps),
+2. train the prior on its codes (configs/prior/mnist.yaml),
+3. sample 16 images into a PNG grid,
+4. score FID of samples against the MNIST test split (a modest count, stated with the number),
+then print where everything is. Everything lands in outputs/quickstart/ (`--output-dir`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def launch(script: str, config: str, *overrides: str) -> None:
+    """`accelerate launch SCRIPT --config CONFIG overrides...`, as a user would type it."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", script, "--config", config, *overrides]  # fmt: skip
+    print("$", " ".join(command[2:]), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="outputs/quickstart")
+    parser.add_argument("--tokenizer-steps", type=int, default=1500)
+    parser.add_argument("--prior-steps", type=int, default=2000)
+    parser.add_argument("--fid-samples", type=int, default=1000)
+    args = parser.parse_args(argv)
+    output = Path(args.output_dir)
+    started = time.time()
+
+    # 1. Stage one: the tokenizer.
+    launch("tokenizer/train.py", "configs/tokenizer/mnist.yaml", f"output_dir={output / 'tokenizer'}",
+           f"max_steps={args.tokenizer_steps}", "validation_batches=8", "log_with=none")  # fmt: skip
+    # 2. Stage two: the prior, which also writes the pipeline folder.
+    launch("prior/train.py", "configs/prior/mnist.yaml", f"output_dir={output / 'prior'}",
+           f"tokenizer={output / 'tokenizer' / 'final'}", f"max_steps={args.prior_steps}", "log_with=none")  # fmt: skip
+    pipeline_dir = output / "prior" / "pipeline"
+
+    # 3. Sample 16 images into a grid.
+    from pipelines import fid, sample
+
+    grid = sample.main(["--pipeline", str(pipeline_dir), "--n", "16", "--out", str(output / "samples.png")])
+    # 4. FID against the MNIST test split.
+    score = fid.main(["--pipeline", str(pipeline_dir), "--n", str(args.fid_samples), "--reference", "mnist:test",
+                      "--reference-n", str(args.fid_samples)])  # fmt: skip
+
+    tokenizer_metrics = [json.loads(line) for line in (output / "tokenizer" / "metrics.jsonl").read_text().splitlines()]
+    final_validation = [row for row in tokenizer_metrics if "validation/psnr" in row][-1]
+    summary = {
+        "tokenizer": str(output / "tokenizer" / "final"),
+        "tokenizer_validation": {key.split("/")[1]: value for key, value in final_validation.items() if "/" in key},
+        "pipeline": str(pipeline_dir),
+        "samples": grid,
+        "fid": score,
+        "minutes": round((time.time() - started) / 60, 1),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
+    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("\n" + json.dumps(summary, indent=2))
+    print(f"\nLoad it: VQWAEPipeline.from_pretrained({str(pipeline_dir)!r})(n=16).images")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

