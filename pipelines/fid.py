@@ -11,6 +11,8 @@ from dataclasses import asdict
 
 import torch
 
+from tokenizer.config import run_cli
+
 from .pipeline_vqwae import VQWAEPipeline
 
 
@@ -36,4 +38,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from tokenizer.config import run_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -73,4 +75,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

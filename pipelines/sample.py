@@ -11,6 +11,8 @@ import math
 import torch
 from torchvision.utils import save_image
 
+from tokenizer.config import run_cli
+
 from .pipeline_vqwae import VQWAEPipeline
 
 
@@ -37,4 +39,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -28,9 +28,9 @@ from prior.model import CodeVocabulary, build_prior
 from prior.sampling import sample_codes
 from prior.train_config import PriorTrainConfig
 from tokenizer.checkpointing import check_same_run, push_folder, read_state, resolve_resume, save_checkpoint
-from tokenizer.config import to_dict
+from tokenizer.config import run_cli, to_dict
 from tokenizer.data import load_images
-from tokenizer.model import VQWAE
+from tokenizer.model import load_tokenizer
 from tokenizer.train import parse_config
 from tokenizer.training import all_finite, batches_from, build_accelerator, log_metrics, per_process_batch_size
 
@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
     set_seed(config.seed)
 
     # 2. Tokenizer (frozen) and the data set as cached code sequences.
-    tokenizer = VQWAE.from_pretrained(config.tokenizer).to(accelerator.device).eval()
+    tokenizer = load_tokenizer(config.tokenizer).to(accelerator.device).eval()
     tokenizer_id = tokenizer_identity(tokenizer)
     data_config = dataclasses.replace(config.data, image_size=tokenizer.config.image_size)
     with accelerator.main_process_first():
@@ -189,4 +189,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -109,7 +109,7 @@ def test_push_without_token_is_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_TOKEN", "")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="cannot push to 'me/x'.*saved locally"):
+    with pytest.raises(PermissionError, match="cannot push to 'me/x'.*saved locally"):
         push_folder(tmp_path, "me/x")
 
 

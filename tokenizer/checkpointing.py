@@ -136,12 +136,12 @@ def push_folder(folder: str | Path, repo_id: str, commit_message: str = "Upload 
         api.create_repo(repo_id, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
     except LocalTokenNotFoundError as error:
-        raise RuntimeError(
+        raise PermissionError(
             f"cannot push to {repo_id!r}: no Hugging Face token; run `huggingface-cli login` or set HF_TOKEN. "
             f"The model is saved locally in {folder}"
         ) from error
     except (HfHubHTTPError, OSError) as error:
-        raise RuntimeError(
+        raise ConnectionError(
             f"cannot push to {repo_id!r} ({type(error).__name__}: {error}); check the network and your token. "
             f"The model is saved locally in {folder}"
         ) from error

@@ -151,3 +151,15 @@ def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+def run_cli(main) -> None:
+    """Run a command-line `main`; a user error (bad config, data, weights, non-finite loss) prints
+    one clear line and exits with status 2 instead of a traceback from deep inside."""
+    import sys
+
+    try:
+        main()
+    except (ValueError, OSError, FloatingPointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

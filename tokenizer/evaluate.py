@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .config import run_cli
 from .data import DataConfig, load_images, to_unit_range
 from .fid_score import FIDResult, compute_fid
 from .metrics import code_histogram, perplexity_from_counts, psnr, ssim
-from .model import VQWAE
+from .model import VQWAE, load_tokenizer
 
 
 @dataclass
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-batches", type=int, default=None)
     parser.add_argument("--rfid", action="store_true", help="also score rFID: reconstructions vs originals")
     args = parser.parse_args(argv)
-    model = VQWAE.from_pretrained(args.tokenizer)
+    model = load_tokenizer(args.tokenizer)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     data = DataConfig(source=args.source, image_size=model.config.image_size)
@@ -114,4 +115,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

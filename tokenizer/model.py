@@ -172,3 +172,19 @@ class VQWAE(
 
     def config_dict(self) -> dict:
         return asdict(self.config)
+
+
+def load_tokenizer(name_or_path: str) -> VQWAE:
+    """VQWAE.from_pretrained for a folder or a Hub id, with a clear error when it is neither."""
+    from pathlib import Path
+
+    path = Path(name_or_path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"tokenizer folder {name_or_path} has no config.json: is it a saved tokenizer (<output_dir>/final)?"
+            )
+        return VQWAE.from_pretrained(path)
+    if path.exists() or name_or_path.count("/") != 1 or name_or_path.startswith(("/", ".")):
+        raise FileNotFoundError(f"tokenizer {name_or_path!r}: no such folder, and not a Hub repo id (USER/NAME)")
+    return VQWAE.from_pretrained(name_or_path)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from tokenizer.checkpointing import check_same_run, push_folder, read_state, resolve_resume, save_checkpoint, save_final
-from tokenizer.config import load_config, to_dict
+from tokenizer.config import load_config, run_cli, to_dict
 from tokenizer.data import load_images, to_unit_range
 from tokenizer.evaluate import evaluate_reconstruction
 from tokenizer.model import VQWAE
@@ -166,4 +166,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
