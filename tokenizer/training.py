@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,5 +133,5 @@ def log_metrics(
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         with open(Path(config.output_dir) / "metrics.jsonl", "a") as file:
-            file.write(json.dumps({"step": step, **logs}) + "\n")
+            file.write(json.dumps({"step": step, "time": time.time(), **logs}) + "\n")
     return logs

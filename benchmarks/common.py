@@ -1,0 +1,58 @@
+"""Helpers for the benchmark scripts: timing by interleaved rounds, and real training latents."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def synchronize(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_side_by_side(functions: dict, rounds: int = 20, warmup: int = 3, device="cpu") -> dict[str, float]:
+    """Median seconds per call of each function, measured in interleaved rounds so that machine
+    noise hits every candidate alike (ratios are what we report)."""
+    for _ in range(warmup):
+        for function in functions.values():
+            function()
+    samples = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            synchronize(device)
+            start = time.perf_counter()
+            function()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def mnist_batch(batch_size: int = 32, offset: int = 0) -> torch.Tensor:
+    """A batch of the embedded MNIST training images in [0, 1], (B, 1, 32, 32). On a machine
+    without `datasets` (a bare GPU box), $BENCHMARK_MNIST_NPZ may point at an .npz holding the
+    28x28 uint8 training images as `train`; they get the same bilinear resize."""
+    npz = os.environ.get("BENCHMARK_MNIST_NPZ")
+    if npz:
+        import numpy as np
+
+        pixels = torch.from_numpy(np.load(npz)["train"][offset : offset + batch_size]).float()[:, None]
+        resized = torch.nn.functional.interpolate(pixels, size=(32, 32), mode="bilinear", align_corners=False)
+        return resized.round().clamp(0, 255) / 255.0
+    from tokenizer.data import DataConfig, load_images, to_unit_range
+
+    split = load_images(DataConfig(), 1)["train"]
+    return to_unit_range(split[offset : offset + batch_size]["pixel_values"])
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({torch.get_num_threads()} threads)"
