@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def run(*command: str) -> str:
 
 def launch(script: str, config: str, *overrides: str) -> None:
     run("-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", script, "--config", config, *overrides)  # fmt: skip
+        "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(os.cpu_count() or 1), script, "--config", config, *overrides)  # fmt: skip
 
 
 def json_of(stdout: str) -> dict:

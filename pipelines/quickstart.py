@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def launch(script: str, config: str, *overrides: str) -> None:
     """`accelerate launch SCRIPT --config CONFIG overrides...`, as a user would type it."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", script, "--config", config, *overrides]  # fmt: skip
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(os.cpu_count() or 1), script, "--config", config, *overrides]  # fmt: skip
     print("$", " ".join(command[2:]), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)
 

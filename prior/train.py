@@ -32,7 +32,14 @@ from tokenizer.config import run_cli, to_dict
 from tokenizer.data import load_images
 from tokenizer.model import load_tokenizer
 from tokenizer.train import parse_config
-from tokenizer.training import all_finite, batches_from, build_accelerator, log_metrics, per_process_batch_size
+from tokenizer.training import (
+    all_finite,
+    backward_and_step,
+    batches_from,
+    build_accelerator,
+    log_metrics,
+    per_process_batch_size,
+)
 
 
 def sequences(codes: torch.Tensor, labels: torch.Tensor, vocabulary: CodeVocabulary, config: PriorTrainConfig,
@@ -146,11 +153,7 @@ def main(argv=None) -> dict:
                 optimizer.zero_grad(set_to_none=True)
                 continue
             # 5b. Backward and update.
-            accelerator.backward(loss)
-            if config.max_grad_norm and accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            backward_and_step(accelerator, model, optimizer, loss, config)
         if not accelerator.sync_gradients:
             continue
         scheduler.step()

@@ -31,7 +31,14 @@ from tokenizer.evaluate import evaluate_reconstruction
 from tokenizer.model import VQWAE
 from tokenizer.objective import total_loss
 from tokenizer.train_config import TokenizerTrainConfig
-from tokenizer.training import all_finite, batches_from, build_accelerator, log_metrics, per_process_batch_size
+from tokenizer.training import (
+    all_finite,
+    backward_and_step,
+    batches_from,
+    build_accelerator,
+    log_metrics,
+    per_process_batch_size,
+)
 
 
 def parse_config(config_class, argv=None):
@@ -124,11 +131,7 @@ def main(argv=None) -> dict:
                 optimizer.zero_grad(set_to_none=True)
                 continue
             # 5c. Backward and update.
-            accelerator.backward(loss.total)
-            if config.max_grad_norm and accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            backward_and_step(accelerator, model, optimizer, loss.total, config)
         if not accelerator.sync_gradients:
             continue
         scheduler.step()

@@ -117,6 +117,15 @@ def all_finite(
     return False
 
 
+def backward_and_step(accelerator: Accelerator, model, optimizer, loss: torch.Tensor, config: RunConfig) -> None:
+    """Backward, gradient clipping on synchronising steps (max_grad_norm > 0), update, zero grads."""
+    accelerator.backward(loss)
+    if config.max_grad_norm and accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def log_metrics(
     accelerator: Accelerator, config: RunConfig, step: int, values: dict[str, torch.Tensor | float]
 ) -> dict:
