@@ -96,6 +96,7 @@ def test_push_to_hub_uploads_a_loadable_pipeline(pipeline_dir, tmp_path, monkeyp
             shutil.copytree(folder_path, tmp_path / "hub" / repo_id)
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")  # pushing needs a token; the fake API never sends it
     VQWAEPipeline.from_pretrained(pipeline_dir).push_to_hub("me/pipe")
     assert VQWAEPipeline.from_pretrained(tmp_path / "hub" / "me/pipe").codebook_size == 32
 

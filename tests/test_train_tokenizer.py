@@ -98,18 +98,23 @@ def test_push_to_hub_uploads_a_loadable_folder(train, tmp_path, monkeypatch):
             return type("Info", (), {"commit_url": f"https://hf.co/{repo_id}/commit/1"})()
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")  # pushing needs a token; the fake API never sends it
     train(f"output_dir={tmp_path / 'run'}", "max_steps=2", "push_to_hub=true", "hub_repo_id=me/tiny")
     assert calls["repo"] == "me/tiny"
     loaded = VQWAE.from_pretrained(hub / "me/tiny")
     assert loaded.config.codebook_size == 32
 
 
-def test_push_without_token_is_a_clear_error(tmp_path, monkeypatch):
+def test_push_without_token_or_network_is_a_clear_error(tmp_path, monkeypatch):
     from tokenizer.checkpointing import push_folder
 
-    monkeypatch.setenv("HF_TOKEN", "")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PermissionError, match="cannot push to 'me/x'.*saved locally"):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored token
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(PermissionError, match="cannot push to 'me/x': no Hugging Face token.*saved locally"):
+        push_folder(tmp_path, "me/x")
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    with pytest.raises(ConnectionError, match="cannot push to 'me/x'.*check the network.*saved locally"):
         push_folder(tmp_path, "me/x")
 
 

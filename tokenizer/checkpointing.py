@@ -128,18 +128,18 @@ def save_final(model, folder: str | Path, card: str) -> Path:
 
 def push_folder(folder: str | Path, repo_id: str, commit_message: str = "Upload from vqwae") -> str:
     """Create (if needed) the Hub repo `repo_id` and upload `folder`; clear errors offline or unauthenticated."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError
 
-    api = HfApi()
+    if huggingface_hub.get_token() is None:
+        raise PermissionError(
+            f"cannot push to {repo_id!r}: no Hugging Face token; run `hf auth login` or set HF_TOKEN. "
+            f"The model is saved locally in {folder}"
+        )
+    api = huggingface_hub.HfApi()
     try:
         api.create_repo(repo_id, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
-    except LocalTokenNotFoundError as error:
-        raise PermissionError(
-            f"cannot push to {repo_id!r}: no Hugging Face token; run `huggingface-cli login` or set HF_TOKEN. "
-            f"The model is saved locally in {folder}"
-        ) from error
     except (HfHubHTTPError, OSError) as error:
         raise ConnectionError(
             f"cannot push to {repo_id!r} ({type(error).__name__}: {error}); check the network and your token. "
