@@ -27,11 +27,10 @@ from prior.export import save_pipeline_folder
 from prior.model import CodeVocabulary, build_prior
 from prior.sampling import sample_codes
 from prior.train_config import PriorTrainConfig
-from tokenizer.checkpointing import check_same_run, push_folder, read_state, resolve_resume, save_checkpoint
-from tokenizer.config import run_cli, to_dict
+from tokenizer.checkpointing import push_folder, resume_training, save_checkpoint
+from tokenizer.config import parse_config, run_cli, to_dict
 from tokenizer.data import load_images
 from tokenizer.model import load_tokenizer
-from tokenizer.train import parse_config
 from tokenizer.training import (
     all_finite,
     backward_and_step,
@@ -64,7 +63,7 @@ def causal_lm_loss(model, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def main(argv=None) -> dict:
-    config = parse_config(PriorTrainConfig, argv)
+    config = parse_config(PriorTrainConfig, argv, __doc__)
     output_dir = Path(config.output_dir)
 
     # 1. Accelerator and seed.
@@ -105,13 +104,10 @@ def main(argv=None) -> dict:
     accelerator.register_for_checkpointing(scheduler)
 
     # 4. Resume.
-    step, batches_seen = 0, 0
-    checkpoint = resolve_resume(config.resume, output_dir, accelerator.print)
-    if checkpoint is not None:
-        check_same_run(checkpoint, {**to_dict(config), "tokenizer_id": tokenizer_id})
-        accelerator.load_state(str(checkpoint))
-        step, batches_seen = read_state(checkpoint)["step"], read_state(checkpoint)["batches_seen"]
-        accelerator.print(f"resumed from {checkpoint} at step {step}")
+    position = resume_training(
+        accelerator, config.resume, output_dir, {**to_dict(config), "tokenizer_id": tokenizer_id}
+    )
+    step, batches_seen = position.step, position.batches_seen
     accelerator.init_trackers("prior", config={k: v for k, v in to_dict(config).items() if not isinstance(v, dict)})
 
     def validate() -> dict:

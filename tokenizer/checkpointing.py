@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 # Fields that may change between a run and its resumption; everything else must match.
@@ -89,6 +90,27 @@ def check_same_run(checkpoint: Path, config: dict) -> None:
 
 def read_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / STATE_FILE).read_text())
+
+
+@dataclass
+class TrainingPosition:
+    """Where a run stands: optimizer steps taken and (micro-)batches consumed."""
+
+    step: int = 0
+    batches_seen: int = 0
+
+
+def resume_training(accelerator, resume: str | None, output_dir: str | Path, config: dict) -> TrainingPosition:
+    """Restore weights, optimizer, scheduler and RNG from the checkpoint `resume` names (after
+    checking it was written under the same config) and return its position; a fresh start is step 0."""
+    checkpoint = resolve_resume(resume, output_dir, accelerator.print)
+    if checkpoint is None:
+        return TrainingPosition()
+    check_same_run(checkpoint, config)
+    accelerator.load_state(str(checkpoint))
+    state = read_state(checkpoint)
+    accelerator.print(f"resumed from {checkpoint} at step {state['step']}")
+    return TrainingPosition(state["step"], state["batches_seen"])
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, config: dict, keep: int) -> Path:

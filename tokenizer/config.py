@@ -153,6 +153,22 @@ def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
         raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
+def parse_config(config_class: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
+    """`--config FILE key=value ...` -> a config dataclass; errors exit with the message (argparse)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file in configs/")
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value overrides, dotted for nesting (model.codebook_size=256)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        return load_config(config_class, args.config, args.overrides)
+    except ValueError as error:
+        parser.error(str(error))
+
+
 def run_cli(main) -> None:
     """Run a command-line `main`; a user error (bad config, data, weights, non-finite loss) prints
     one clear line and exits with status 2 instead of a traceback from deep inside."""

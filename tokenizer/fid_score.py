@@ -165,7 +165,6 @@ def compute_fid(images: torch.Tensor, reference: str | torch.Tensor, reference_n
     else:
         name, reference_tensor = "tensor", reference
     use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
-    options = {}
     if cache and isinstance(reference, str):  # reference statistics computed once per reference + extractor
         tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{name}-{images.shape[-1]}px-{len(reference_tensor)}-{weights.stem}")
         options = dict(cache=True, cache_root=str(cache_dir() / "fidelity"), input2_cache_name=tag)

@@ -8,7 +8,6 @@ Same command on one CPU, one GPU or N GPUs (batch_size is the global batch). Che
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import asdict
@@ -24,8 +23,8 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from tokenizer.checkpointing import check_same_run, push_folder, read_state, resolve_resume, save_checkpoint, save_final
-from tokenizer.config import load_config, run_cli, to_dict
+from tokenizer.checkpointing import push_folder, resume_training, save_checkpoint, save_final
+from tokenizer.config import parse_config, run_cli, to_dict
 from tokenizer.data import load_images, to_unit_range
 from tokenizer.evaluate import evaluate_reconstruction
 from tokenizer.model import VQWAE
@@ -41,20 +40,6 @@ from tokenizer.training import (
 )
 
 
-def parse_config(config_class, argv=None):
-    """`--config FILE key=value ...` -> a config dataclass; errors exit with the message."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML file in configs/")
-    parser.add_argument(
-        "overrides", nargs="*", help="key=value overrides, dotted for nesting (model.codebook_size=256)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        return load_config(config_class, args.config, args.overrides)
-    except ValueError as error:
-        parser.error(str(error))
-
-
 def model_card(config: TokenizerTrainConfig, metrics: dict) -> str:
     return (
         "---\nlibrary_name: vqwae\ntags: [vq-wae, image-tokenizer, optimal-transport]\n---\n\n"
@@ -68,7 +53,7 @@ def model_card(config: TokenizerTrainConfig, metrics: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    config = parse_config(TokenizerTrainConfig, argv)
+    config = parse_config(TokenizerTrainConfig, argv, __doc__)
     output_dir = Path(config.output_dir)
 
     # 1. Accelerator: devices, mixed precision, accumulation, logging, seeded data order.
@@ -94,13 +79,8 @@ def main(argv=None) -> dict:
     accelerator.register_for_checkpointing(scheduler)  # stepped by us, once per optimizer step
 
     # 4. Resume: weights, optimizer, scheduler, RNG and the position in the data.
-    step, batches_seen = 0, 0
-    checkpoint = resolve_resume(config.resume, output_dir, accelerator.print)
-    if checkpoint is not None:
-        check_same_run(checkpoint, to_dict(config))
-        accelerator.load_state(str(checkpoint))
-        step, batches_seen = read_state(checkpoint)["step"], read_state(checkpoint)["batches_seen"]
-        accelerator.print(f"resumed from {checkpoint} at step {step}")
+    position = resume_training(accelerator, config.resume, output_dir, to_dict(config))
+    step, batches_seen = position.step, position.batches_seen
     accelerator.init_trackers("tokenizer", config={k: v for k, v in to_dict(config).items() if not isinstance(v, dict)})
 
     def validate() -> dict:
