@@ -1,7 +1,13 @@
 """Training-step time: VQ-WAE (Sinkhorn, our default), VQ-WAE (exact OT) and the VQ-VAE baseline,
 same backbone and batch (32 MNIST images), measured side by side in interleaved rounds.
 
-    python benchmarks/train_step.py [--rounds 30]
+    python benchmarks/train_step.py [--rounds 30] [--iterations 10 30] [--tokenizer outputs/tokenizer-mnist/final]
+
+--iterations adds rows for the default (global) Sinkhorn with other per-step iteration counts.
+--tokenizer starts every model from a trained tokenizer's weights (codebook and code potential
+included): the steady state of training, where warm-started Sinkhorn no longer stops early.
+Without it the models start fresh, where the solver often meets its tolerance within 10-20
+iterations.
 """
 
 from __future__ import annotations
@@ -12,12 +18,17 @@ import torch
 from common import device_name, mnist_batch, time_side_by_side
 
 from tokenizer import VQWAE, VQWAEConfig
+from tokenizer.model import load_tokenizer
 from tokenizer.objective import LossConfig, total_loss
 
 
-def make_step(config: VQWAEConfig, images: torch.Tensor, device: str):
+def make_step(config: VQWAEConfig, images: torch.Tensor, device: str, trained: dict | None = None):
     torch.manual_seed(0)
-    model = VQWAE(config).to(device).train()
+    model = VQWAE(config)
+    if trained is not None:
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in trained.items() if k in own and own[k].shape == v.shape}, strict=False)
+    model = model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     weights = LossConfig()
 
@@ -33,20 +44,30 @@ def make_step(config: VQWAEConfig, images: torch.Tensor, device: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--iterations", type=int, nargs="*", default=[], help="extra Sinkhorn iteration counts")
+    parser.add_argument("--tokenizer", help="start every model from this trained tokenizer (folder or Hub id)")
     args = parser.parse_args()
+    trained = load_tokenizer(args.tokenizer).state_dict() if args.tokenizer else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     images = mnist_batch(32).to(device)
     candidates = {
         "VQ-VAE baseline": VQWAEConfig(quantizer="vq"),
         "VQ-WAE, Sinkhorn (default, global)": VQWAEConfig(),
+        **{
+            f"VQ-WAE, Sinkhorn (global), {count} iterations": VQWAEConfig(
+                sinkhorn_iterations=count, sinkhorn_check_every=count
+            )
+            for count in args.iterations
+        },
         "VQ-WAE, Sinkhorn, per position": VQWAEConfig(ot_scope="position"),
         "VQ-WAE, exact (global)": VQWAEConfig(ot_solver="exact"),
         "VQ-WAE, exact, per position": VQWAEConfig(ot_solver="exact", ot_scope="position"),
     }
-    steps = {name: make_step(config, images, device) for name, config in candidates.items()}
+    steps = {name: make_step(config, images, device, trained) for name, config in candidates.items()}
     timings = time_side_by_side(steps, rounds=args.rounds, device=device)
     base = timings["VQ-VAE baseline"]
-    print(f"device: {device_name()}; batch 32 x 1 x 32 x 32, K = 512\n")
+    start = f"from {args.tokenizer}" if args.tokenizer else "from scratch"
+    print(f"device: {device_name()}; batch 32 x 1 x 32 x 32, K = 512; models start {start}\n")
     print("| model | step ms | ratio to VQ-VAE |")
     print("|---|---|---|")
     for name, seconds in timings.items():

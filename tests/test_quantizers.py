@@ -6,7 +6,8 @@ import torch
 
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.metrics import code_perplexity
-from tokenizer.quantizers import VectorQuantizer, WassersteinQuantizer
+from tokenizer.quantizers import VectorQuantizer, WassersteinQuantizer, squared_distances
+from tokenizer.transport import sinkhorn_transport
 
 TINY = dict(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32)
 
@@ -89,6 +90,34 @@ def test_global_ot_is_emd2_over_all_latents_times_positions(solver):
     )
     # Local and global scopes weigh the same: the global cost counts once per grid position.
     assert output.transport_loss.item() == pytest.approx(16 * expected.item(), rel=1e-3 if solver == "exact" else 0.02)
+
+
+@pytest.mark.parametrize("scope", ["global", "position"])
+def test_assignment_loss_has_the_dense_plans_value_and_gradients(scope):
+    """The quantizer differentiates the assignment plan through its (latent, cell) pairs only; the
+    dense route (<plan, C> with the plan as d/dC, back through the distances) must agree."""
+    torch.manual_seed(3)
+    quantizer = wasserstein(grid_size=2, scope=scope, solver="sinkhorn")
+    quantizer.sinkhorn_options = dict(quantizer.sinkhorn_options, plan_type="assignment")
+    quantizer.code_logits.data.normal_()
+    latents = torch.randn(5, 4, 2, 2, requires_grad=True)
+    start = quantizer.code_potential.clone()
+    loss = quantizer(latents).transport_loss
+    loss.backward()
+    grads = [latents.grad.clone(), quantizer.codebook.grad.clone(), quantizer.code_logits.grad.clone()]
+
+    for tensor in (latents, quantizer.codebook, quantizer.code_logits):
+        tensor.grad = None
+    grid = latents.permute(0, 2, 3, 1).reshape(5, 4, 4)  # (B, positions, D)
+    # The same distances the quantizer solves on (cells can flip on rounding-level ties).
+    distances = squared_distances(grid, quantizer.codebook)  # (B, positions, K)
+    cost = distances.permute(1, 2, 0) if scope == "position" else distances.reshape(-1, 16).t()[None]
+    dense = sinkhorn_transport(cost, quantizer.code_weights(), code_potential=start, **quantizer.sinkhorn_options)
+    expected = 4 * dense.cost.mean()
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(grads, [latents.grad, quantizer.codebook.grad, quantizer.code_logits.grad]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_transport_loss_trains_codebook_and_weights():

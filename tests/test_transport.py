@@ -75,21 +75,22 @@ def test_sinkhorn_batched_equals_one_problem_at_a_time():
 
 
 def test_sinkhorn_is_one_batched_computation(monkeypatch):
-    """All positions go through the same tensor ops at once: the softmax is called on (P, K, N)."""
+    """All positions go through the same tensor ops at once: every scaling update is one batched
+    matrix-vector product over all P problems, two per iteration."""
     cost, weights = training_like_problem(64, 512, 32)
     calls = []
-    real_softmax = torch.softmax
+    real_bmm = torch.bmm
 
-    def recording_softmax(tensor, dim):
-        calls.append(tuple(tensor.shape))
-        return real_softmax(tensor, dim=dim)
+    def recording_bmm(left, right):
+        calls.append((tuple(left.shape), tuple(right.shape)))
+        return real_bmm(left, right)
 
-    monkeypatch.setattr(torch, "softmax", recording_softmax)
-    sinkhorn_transport(
+    monkeypatch.setattr(torch, "bmm", recording_bmm)
+    result = sinkhorn_transport(
         cost, weights, epsilon=0.05, max_iterations=20, check_every=10, code_potential=torch.zeros(64, 512)
     )
-    assert calls and all(shape == (64, 512, 32) for shape in calls)
-    assert len(calls) <= 3  # the first plan + one absorption per block of 10 iterations
+    assert result.iterations == 20 and len(calls) == 2 * result.iterations
+    assert set(calls) == {((64, 1, 32), (64, 32, 512)), ((64, 32, 512), (64, 512, 1))}
 
 
 def test_sinkhorn_warm_start_needs_fewer_iterations():
@@ -106,3 +107,26 @@ def test_shape_errors_are_clear():
         sinkhorn_transport(torch.rand(4, 5), torch.rand(4))
     with pytest.raises(ValueError, match="epsilon_scale"):
         sinkhorn_transport(torch.rand(1, 4, 5), torch.full((1, 4), 0.25), epsilon_scale="median")
+    with pytest.raises(ValueError, match="dense_plan=False needs plan_type='assignment'"):
+        sinkhorn_transport(torch.rand(1, 4, 5), torch.full((1, 4), 0.25), dense_plan=False)
+
+
+def test_assignment_cells_are_the_laguerre_cells_of_the_potential():
+    """Each latent goes wholly to argmin_k C_kn - g_k (brute force over codes); without the dense
+    plan the same cells, cost and marginal error come back."""
+    cost, weights = training_like_problem(4, 64, 96, dim=8, seed=2)
+    options = dict(epsilon=0.1, max_iterations=100, plan_type="assignment")
+    dense = sinkhorn_transport(cost, weights, **options)
+    sparse = sinkhorn_transport(cost, weights, dense_plan=False, **options)
+    assert sparse.plan is None and sparse.cells.shape == (4, 96)
+    for p in range(4):
+        for n in range(96):
+            shifted = [cost[p, k, n].item() - dense.code_potential[p, k].item() for k in range(64)]
+            assert dense.cells[p, n].item() == min(range(64), key=shifted.__getitem__)
+            assert dense.plan[p, dense.cells[p, n], n].item() == pytest.approx(1 / 96)
+    torch.testing.assert_close(sparse.cells, dense.cells)
+    torch.testing.assert_close(sparse.cost, dense.cost.detach())
+    torch.testing.assert_close(dense.plan.sum(1), torch.full((4, 96), 1 / 96))
+    assert sparse.marginal_error == pytest.approx(dense.marginal_error, abs=1e-6)
+    expected_error = (dense.plan.sum(-1) - weights).abs().sum(-1).max().item()
+    assert dense.marginal_error == pytest.approx(expected_error, abs=1e-6)

@@ -36,7 +36,7 @@ class VQWAEConfig:
     sinkhorn_epsilon_scale: str = "nearest"  # nearest | mean
     sinkhorn_iterations: int = 50
     sinkhorn_tolerance: float = 1e-3
-    sinkhorn_check_every: int = 10
+    sinkhorn_check_every: int = 50  # absorb the scalings and test the tolerance every N iterations
     sinkhorn_warm_start: bool = True
     sinkhorn_plan: str = "assignment"  # assignment (Laguerre cells of the code potential) | entropic
     exact_max_iterations: int = 500_000

@@ -184,24 +184,38 @@ class WassersteinQuantizer(_Quantizer):
                 f"{height}x{width}; use images of the training size or model.ot_scope=global"
             )
         with torch.autocast(latents.device.type, enabled=False):
+            grid = latents.float().permute(0, 2, 3, 1).reshape(batch, height * width, dim)
             if _world_size() == 1:
                 grid_distances = distances.view(batch, height * width, -1)  # (B, h*w, K)
             else:
-                grid = latents.float().permute(0, 2, 3, 1).reshape(batch, height * width, dim)
-                grid_distances = squared_distances(self._gather_latents(grid), self.codebook)  # (world*B, h*w, K)
+                grid = self._gather_latents(grid)  # (world*B, h*w, D)
+                grid_distances = squared_distances(grid, self.codebook)  # (world*B, h*w, K)
             if self.scope == "position":
-                cost = grid_distances.permute(1, 2, 0)  # (h*w, K, B): position m's pi_m vs its B latents
+                problems = grid.transpose(0, 1)  # (h*w, B, D): position m's pi_m vs its B latents
+                cost = grid_distances.permute(1, 2, 0)  # (h*w, K, B)
             else:
+                problems = grid.reshape(1, -1, dim)  # (1, B*h*w, D)
                 cost = grid_distances.reshape(-1, self.codebook_size).t()[None]  # (1, K, B*h*w)
             weights = self.code_weights()
+            assignment = self.solver == "sinkhorn" and self.sinkhorn_options.get("plan_type") == "assignment"
             if self.solver == "exact":
                 result = exact_transport(cost, weights, max_iterations=self.exact_max_iterations)
             else:
                 start = self.code_potential if self.warm_start and self.training else None
-                result = sinkhorn_transport(cost, weights, code_potential=start, **self.sinkhorn_options)
+                options = dict(self.sinkhorn_options, dense_plan=not assignment)
+                result = sinkhorn_transport(cost.detach(), weights, code_potential=start, **options)
             if self.training:
                 self.code_potential.copy_(result.code_potential)
-            return self.num_positions * result.cost.mean()
+            if not assignment:
+                return self.num_positions * result.cost.mean()
+            # The assignment plan is one-hot: its cost is the mean ||z_n - c_cell(n)||^2 of each
+            # problem, differentiated through those pairs only (no dense (N, K) backward). The
+            # envelope gradient of the cost in pi is the code potential g, as for the other plans.
+            codewords = self.codebook[result.cells]  # (P, N, D)
+            cost_per_problem = (problems - codewords.float()).pow(2).sum(-1).mean(-1)
+            potential_term = (weights * result.code_potential).sum(-1)
+            cost_per_problem = cost_per_problem + potential_term - potential_term.detach()
+            return self.num_positions * cost_per_problem.mean()
 
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
         _, distances, codes = self.lookup(latents)
