@@ -3,7 +3,8 @@
     python benchmarks/data_parallel.py [--steps 60]
 
 Runs tokenizer/train.py through `accelerate launch` both ways with the default model and
-batch_size 32 (16 per process with 2), and compares steps per second between the first and last
+batch_size 32 (16 per process with 2), every core in use both ways (1 process x all threads, or
+2 processes x half the threads each), and compares steps per second between the first and last
 logged step (start-up and data loading excluded).
 """
 
@@ -22,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def steps_per_second(processes: int, steps: int, folder: Path) -> float:
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-                "--dynamo_backend", "no", "--num_processes", str(processes)]  # fmt: skip
+                "--dynamo_backend", "no", "--num_processes", str(processes),
+                "--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // processes))]  # fmt: skip
     if processes > 1:
         launcher += ["--multi_gpu", "--main_process_port", "29531"]
     output = folder / f"p{processes}"
@@ -44,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         one = steps_per_second(1, args.steps, Path(folder))
         two = steps_per_second(2, args.steps, Path(folder))
-    print(f"CPU, {os.cpu_count()} cores; global batch 32, default VQ-WAE model\n")
+    print(f"CPU, {os.cpu_count()} cores, all in use both ways; global batch 32, default VQ-WAE model\n")
     print("| processes | steps/s | throughput ratio |")
     print("|---|---|---|")
     print(f"| 1 | {one:.2f} | 1.00x |")

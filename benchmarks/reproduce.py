@@ -4,6 +4,7 @@ perplexity, codes used); then a prior on the VQ-WAE codes and its generation FID
 
     python benchmarks/reproduce.py --budget cpu     # 1500 tokenizer steps, small prior: ~40 min on 2 CPU cores
     python benchmarks/reproduce.py --budget paper   # 100 epochs (156,250 steps): for a GPU
+    python benchmarks/reproduce.py --codebook-sizes 64 128 256 512   # the paper's Table 2 (K sweep)
 
 FID settings (stated with every figure): torch-fidelity inception-v3-compat, TF 2015-12-05
 weights, `--fid-n` images against the first `--fid-n` images of mnist:test.
@@ -43,23 +44,50 @@ def json_of(stdout: str) -> dict:
     return json.loads(stdout[stdout.index("{\n") :])
 
 
+def score_tokenizer(folder: Path, fid_n: int) -> dict:
+    """Test-split metrics of a trained tokenizer, with rFID on its first `fid_n` test images."""
+    return json_of(run("-m", "tokenizer.evaluate", "--tokenizer", str(folder / "final"), "--split", "test", "--rfid",
+                       "--rfid-n", str(fid_n)))  # fmt: skip
+
+
+def row(name: str, metrics: dict) -> str:
+    return (f"| {name} | {metrics['mse']:.5f} | {metrics['psnr']:.2f} | {metrics['ssim']:.3f} | "
+            f"{metrics['rfid']['fid']:.2f} | {metrics['perplexity']:.1f} | {metrics['codes_used']} |")  # fmt: skip
+
+
+def codebook_sweep(sizes: list[int], budget: dict, output: Path, fid_n: int) -> None:
+    """The paper's Table 2 for MNIST: VQ-WAE (our defaults) at each codebook size K."""
+    results = {}
+    for size in sizes:
+        folder = output / f"vq-wae-k{size}"
+        launch("tokenizer/train.py", "configs/tokenizer/mnist.yaml", f"output_dir={folder}",
+               f"max_steps={budget['tokenizer']}", f"model.codebook_size={size}", "log_with=none")  # fmt: skip
+        results[size] = score_tokenizer(folder, fid_n)
+    (output / "codebook_sweep.json").write_text(json.dumps(results, indent=2))
+    print("| K | MSE | PSNR | SSIM | rFID | perplexity | codes used |")
+    print("|---|---|---|---|---|---|---|")
+    for size, metrics in results.items():
+        print(row(str(size), metrics))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     parser.add_argument("--output-dir", default="outputs/reproduce")
     parser.add_argument("--fid-n", type=int, default=1000)
+    parser.add_argument("--codebook-sizes", type=int, nargs="+", default=None,
+                        help="run only the codebook-size sweep (the paper's Table 2), e.g. 64 128 256 512")  # fmt: skip
     args = parser.parse_args()
     budget, output = BUDGETS[args.budget], Path(args.output_dir)
+    if args.codebook_sizes:
+        return codebook_sweep(args.codebook_sizes, budget, output, args.fid_n)
     results, started = {}, time.time()
     for name, config in (("VQ-WAE", "configs/tokenizer/mnist.yaml"), ("VQ-VAE", "configs/tokenizer/mnist-vqvae.yaml")):
         folder = output / name.lower()
         launch(
             "tokenizer/train.py", config, f"output_dir={folder}", f"max_steps={budget['tokenizer']}", "log_with=none"
         )
-        test = json_of(run("-m", "tokenizer.evaluate", "--tokenizer", str(folder / "final"), "--split", "test"))
-        rfid = json_of(run("-m", "tokenizer.evaluate", "--tokenizer", str(folder / "final"), "--split", "test", "--rfid",
-                           "--max-batches", str(max(1, args.fid_n // 256)), "--batch-size", "256"))["rfid"]  # fmt: skip
-        results[name] = {**test, "rfid": rfid}
+        results[name] = score_tokenizer(folder, args.fid_n)
     launch("prior/train.py", "configs/prior/mnist.yaml", f"output_dir={output / 'prior'}",
            f"tokenizer={output / 'vq-wae' / 'final'}", f"max_steps={budget['prior']}", "log_with=none",
            *budget["prior_overrides"])  # fmt: skip
@@ -70,9 +98,7 @@ def main() -> None:
     print("| model | MSE | PSNR | SSIM | rFID | perplexity | codes used |")
     print("|---|---|---|---|---|---|---|")
     for name in ("VQ-VAE", "VQ-WAE"):
-        row = results[name]
-        print(f"| {name} | {row['mse']:.5f} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['rfid']['fid']:.2f} | "
-              f"{row['perplexity']:.1f} | {row['codes_used']} |")  # fmt: skip
+        print(row(name, results[name]))
     print(
         f"\ngeneration FID: {results['gFID']['fid']:.2f} ({results['gFID']['n']} samples vs "
         f"{results['gFID']['reference_n']} {results['gFID']['reference']} images, {results['gFID']['extractor']})"

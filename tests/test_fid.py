@@ -88,3 +88,18 @@ def test_torch_fidelity_cache_file_is_preferred(tmp_path, monkeypatch):
     (checkpoints / fid_score.FIDELITY_WEIGHTS).write_bytes(b"x")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     assert fid_score.resolve_inception_weights() == checkpoints / fid_score.FIDELITY_WEIGHTS
+
+
+def test_rfid_by_reference_name_equals_rfid_against_the_originals():
+    """evaluate --rfid names the split so its statistics are cached: same images, same score."""
+    from tokenizer import VQWAE, VQWAEConfig
+    from tokenizer.evaluate import reconstruction_fid
+
+    torch.manual_seed(0)
+    model = VQWAE(VQWAEConfig(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32)).eval()
+    split = load_images(DataConfig(image_size=32), 1)["test"].select(range(12))
+    by_tensor = reconstruction_fid(model, split, batch_size=8)
+    by_name = reconstruction_fid(model, split, batch_size=8, reference="mnist:test")
+    assert by_tensor.reference == "originals" and by_name.reference == "mnist:test" and by_name.reference_n == 12
+    assert by_tensor.fid > 1.0  # an untrained tokenizer: far from the originals
+    assert by_name.fid == pytest.approx(by_tensor.fid, rel=1e-4)
