@@ -44,8 +44,12 @@ def benchmark(cost, previous, name: str, settings: dict, rounds: int, device: st
     """One table row: exact vs warm-started Sinkhorn on `cost`, warmed on `previous` as in training."""
     weights = torch.full(cost.shape[:2], 1.0 / cost.shape[1], device=device)
     options = dict(tolerance=1e-3, check_every=settings["max_iterations"], **settings)  # one block, as in training
-    warm = sinkhorn_transport(previous, weights, **options).code_potential
-    for _ in range(5):  # training has had many steps to settle the potential
+    # Training carries the potential over many steps: start from a converged one (a cold start
+    # annealed in blocks of 10 iterations, run to the tolerance), then a few steps of this setting.
+    warm = sinkhorn_transport(
+        previous, weights, **{**options, "max_iterations": 3000, "check_every": 10}
+    ).code_potential
+    for _ in range(5):
         warm = sinkhorn_transport(cost, weights, code_potential=warm, **options).code_potential
 
     def solve_exact():
