@@ -120,8 +120,11 @@ def test_assignment_loss_has_the_dense_plans_value_and_gradients(scope):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_transport_loss_trains_codebook_and_weights():
-    quantizer = wasserstein()
+@pytest.mark.parametrize("solver,plan", [("exact", None), ("sinkhorn", "entropic"), ("sinkhorn", "assignment")])
+def test_transport_loss_trains_codebook_and_weights(solver, plan):
+    quantizer = wasserstein(solver=solver)
+    if plan is not None:
+        quantizer.sinkhorn_options = dict(quantizer.sinkhorn_options, plan_type=plan)
     output = quantizer(torch.randn(4, 4, 2, 2))
     (output.transport_loss + output.weights_kl).backward()
     assert quantizer.codebook.grad.abs().sum() > 0

@@ -203,7 +203,7 @@ class WassersteinQuantizer(_Quantizer):
             else:
                 start = self.code_potential if self.warm_start and self.training else None
                 options = dict(self.sinkhorn_options, dense_plan=not assignment)
-                result = sinkhorn_transport(cost.detach(), weights, code_potential=start, **options)
+                result = sinkhorn_transport(cost, weights, code_potential=start, **options)
             if self.training:
                 self.code_potential.copy_(result.code_potential)
             if not assignment:
