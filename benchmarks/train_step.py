@@ -22,15 +22,24 @@ from tokenizer.model import load_tokenizer
 from tokenizer.objective import LossConfig, total_loss
 
 
-def make_step(config: VQWAEConfig, images: torch.Tensor, device: str, trained: dict | None = None):
+def make_step(
+    config: VQWAEConfig,
+    images: torch.Tensor,
+    device: str,
+    trained: dict | None = None,
+    weights: LossConfig | None = None,
+    learning_rate: float = 2e-3,
+):
+    """One training step of `config` (forward, loss, backward, Adam) on `images`, as a closure;
+    `trained` (a state dict) starts it from a trained tokenizer's weights."""
     torch.manual_seed(0)
     model = VQWAE(config)
     if trained is not None:
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in trained.items() if k in own and own[k].shape == v.shape}, strict=False)
     model = model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    weights = LossConfig()
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    weights = weights or LossConfig()
 
     def step():
         loss = total_loss(model(images), weights)

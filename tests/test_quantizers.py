@@ -206,7 +206,7 @@ def test_residual_blocks_have_their_own_weights():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(quantizer="sq"), r"model.quantizer='sq' is not allowed; choose one of \['vq', 'wasserstein'\]"),
+        (dict(quantizer="sq"), r"model.quantizer='sq' is not allowed; choose one of \['wasserstein', 'vq', 'vq_ema', 'fsq'\]"),
         (dict(ot_scope="local"), "model.ot_scope"),
         (dict(ot_solver="emd"), "model.ot_solver"),
         (dict(image_size=30), "use image_size=32"),
@@ -224,3 +224,19 @@ def test_bad_images_get_clear_errors():
         model.encode(torch.rand(2, 3, 16, 16))
     with pytest.raises(ValueError, match="divisible by 4"):
         model.encode(torch.rand(2, 1, 18, 18))
+
+
+@pytest.mark.parametrize("scope", ["global", "position"])
+def test_transport_problem_is_the_latents_against_the_codebook(scope):
+    """The problem a step exposes for the exact check is ||z_n - c_k||^2 of its own latents."""
+    torch.manual_seed(0)
+    quantizer = wasserstein(scope=scope, solver="sinkhorn")
+    latents = torch.randn(3, 4, 2, 2)
+    problem = quantizer(latents).transport_problem
+    grid = latents.permute(0, 2, 3, 1).reshape(3, 4, 4)  # (B, h*w, D)
+    if scope == "global":
+        expected = torch.cdist(quantizer.codebook, grid.reshape(-1, 4)).pow(2)[None]  # (1, K, B*h*w)
+    else:
+        expected = torch.cdist(quantizer.codebook[None], grid.transpose(0, 1)).pow(2)  # (h*w, K, B)
+    torch.testing.assert_close(problem.cost_matrix, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(problem.code_weights, quantizer.code_weights().detach())

@@ -128,3 +128,28 @@ def test_evaluate_cli_prints_metrics(train, tmp_path, capsys):
     result = json.loads(out[out.index("{\n") :])
     assert set(result) >= {"mse", "psnr", "ssim", "perplexity", "codes_used"}
     assert result["num_images"] == 256 and result["psnr"] > 0
+
+
+def test_ot_check_logs_the_gap_to_exact_ot(train, tmp_path):
+    train(f"output_dir={tmp_path}", "max_steps=4", "ot_check_every=2")
+    checks = [row for row in read_metrics(tmp_path) if "ot_check/relative_gap" in row]
+    assert [row["step"] for row in checks] == [2, 4]
+    for row in checks:
+        assert row["ot_check/exact_cost"] > 0 and row["ot_check/marginal_error"] >= 0
+        gap = row["ot_check/solver_cost"] / row["ot_check/exact_cost"] - 1
+        assert row["ot_check/relative_gap"] == pytest.approx(gap, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("quantizer", ["vq", "fsq"])
+def test_ot_check_needs_an_ot_term(train, tmp_path, quantizer):
+    extra = ["model.codebook_size=27", "model.fsq_levels=[3,3,3]"] if quantizer == "fsq" else []
+    with pytest.raises(SystemExit):
+        train(f"output_dir={tmp_path}", f"model.quantizer={quantizer}", "ot_check_every=2", *extra)
+
+
+@pytest.mark.parametrize("quantizer", ["vq_ema", "fsq"])
+def test_baselines_train_through_the_trainer(train, tmp_path, quantizer):
+    extra = ["model.codebook_size=27", "model.fsq_levels=[3,3,3]"] if quantizer == "fsq" else []
+    metrics = train(f"output_dir={tmp_path}", f"model.quantizer={quantizer}", *extra)
+    assert VQWAE.from_pretrained(tmp_path / "final").config.quantizer == quantizer
+    assert metrics["num_images"] > 0 and metrics["codes_used"] >= 1

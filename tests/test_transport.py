@@ -130,3 +130,25 @@ def test_assignment_cells_are_the_laguerre_cells_of_the_potential():
     assert sparse.marginal_error == pytest.approx(dense.marginal_error, abs=1e-6)
     expected_error = (dense.plan.sum(-1) - weights).abs().sum(-1).max().item()
     assert dense.marginal_error == pytest.approx(expected_error, abs=1e-6)
+
+
+@pytest.mark.parametrize("plan_type", ["assignment", "entropic"])
+def test_check_against_exact_agrees_with_a_direct_emd2_call(plan_type):
+    from tokenizer.transport import check_against_exact
+
+    cost, weights = training_like_problem(3, 32, 64, dim=8)
+    solved = sinkhorn_transport(
+        cost, weights, epsilon=0.1, max_iterations=20, check_every=10, plan_type=plan_type, dense_plan=False
+    ) if plan_type == "assignment" else sinkhorn_transport(cost, weights, epsilon=0.1, max_iterations=20)  # fmt: skip
+    check = check_against_exact(cost, weights, solved)
+    exact = [ot.emd2(weights[p].double().numpy(), np.full(64, 1 / 64), cost[p].double().numpy()) for p in range(3)]
+    assert check.exact_cost == pytest.approx(np.mean(exact), rel=1e-6)
+    if plan_type == "assignment":  # the solver's cost is the cost of its one-hot plan, by hand
+        by_hand = [cost[p, solved.cells[p], torch.arange(64)].double().mean().item() for p in range(3)]
+        counts = torch.stack([torch.bincount(solved.cells[p], minlength=32) for p in range(3)]).double() / 64
+        assert check.marginal_error == pytest.approx((counts - weights.double()).abs().sum(-1).max().item(), abs=1e-6)
+    else:
+        by_hand = [(solved.plan[p].double() * cost[p].double()).sum().item() for p in range(3)]
+    assert check.solver_cost == pytest.approx(np.mean(by_hand), rel=1e-5)
+    assert check.relative_gap == pytest.approx(np.mean(by_hand) / np.mean(exact) - 1, abs=1e-6)
+    assert check.relative_gap >= -1e-6 or check.marginal_error > 1e-3  # below exact only off the marginals

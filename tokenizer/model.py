@@ -1,12 +1,13 @@
 """VQWAE: encoder -> quantizer -> decoder, saved and loaded with the Hugging Face Hub mixin."""
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from .baseline_quantizers import FiniteScalarQuantizer, LibraryVectorQuantizer
 from .config import check_choice, check_positive
 from .networks import Decoder, Encoder
 from .quantizers import QuantizerOutput, VectorQuantizer, WassersteinQuantizer
@@ -26,7 +27,7 @@ class VQWAEConfig:
     downsample: int = 4  # 32x32 -> 8x8 grid
     embedding_dim: int = 64
     codebook_size: int = 512
-    quantizer: str = "wasserstein"  # vq | wasserstein
+    quantizer: str = "wasserstein"  # wasserstein | vq | vq_ema | fsq (the last two from vector-quantize-pytorch)
     codebook_init: str = "encoder"  # encoder | randn (the reference code's)
     init_noise: float = 0.1
     ot_scope: str = "global"  # global | position
@@ -40,9 +41,16 @@ class VQWAEConfig:
     sinkhorn_warm_start: bool = True
     sinkhorn_plan: str = "assignment"  # assignment (Laguerre cells of the code potential) | entropic
     exact_max_iterations: int = 500_000
+    # Baselines from vector-quantize-pytorch. vq_ema: VectorQuantize with k-means init, EMA,
+    # dead-code expiry and the rotation trick; fsq: FSQ, codebook_size = the product of fsq_levels.
+    ema_decay: float = 0.8
+    dead_code_threshold: float = 2.0
+    code_dim: int = 0  # vq_ema: 0 = embedding_dim; lower = codes in a projected space
+    cosine_similarity: bool = False  # vq_ema: l2-normalised latents and codes
+    fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 8])
 
     def __post_init__(self):
-        check_choice("model.quantizer", self.quantizer, ("vq", "wasserstein"))
+        check_choice("model.quantizer", self.quantizer, ("wasserstein", "vq", "vq_ema", "fsq"))
         check_choice("model.codebook_init", self.codebook_init, ("encoder", "randn"))
         check_choice("model.ot_scope", self.ot_scope, ("global", "position"))
         check_choice("model.ot_solver", self.ot_solver, ("sinkhorn", "exact"))
@@ -55,6 +63,20 @@ class VQWAEConfig:
             check_positive(f"model.{name}", getattr(self, name))
         check_positive("model.num_res_blocks", self.num_res_blocks, allow_zero=True)
         check_positive("model.init_noise", self.init_noise, allow_zero=True)
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay must lie in (0, 1), got {self.ema_decay}")
+        check_positive("model.dead_code_threshold", self.dead_code_threshold, allow_zero=True)
+        check_positive("model.code_dim", self.code_dim, allow_zero=True)
+        if self.quantizer == "fsq":
+            if not self.fsq_levels or any(level < 3 for level in self.fsq_levels):
+                raise ValueError(
+                    f"model.fsq_levels must be a list of levels >= 3, e.g. [8, 8, 8]; got {self.fsq_levels}"
+                )
+            if math.prod(self.fsq_levels) != self.codebook_size:
+                raise ValueError(
+                    f"model.fsq_levels={self.fsq_levels} give {math.prod(self.fsq_levels)} codes but "
+                    f"model.codebook_size={self.codebook_size}; set codebook_size={math.prod(self.fsq_levels)}"
+                )
         if self.codebook_size < 2:
             raise ValueError(f"model.codebook_size must be >= 2, got {self.codebook_size}")
         if self.hidden_channels % 2:
@@ -120,6 +142,17 @@ class VQWAE(
         )
         if config.quantizer == "vq":
             self.quantizer = VectorQuantizer(**codebook)
+        elif config.quantizer == "vq_ema":
+            self.quantizer = LibraryVectorQuantizer(
+                config.codebook_size,
+                config.embedding_dim,
+                code_dim=config.code_dim,
+                decay=config.ema_decay,
+                dead_code_threshold=config.dead_code_threshold,
+                cosine_similarity=config.cosine_similarity,
+            )
+        elif config.quantizer == "fsq":
+            self.quantizer = FiniteScalarQuantizer(config.embedding_dim, config.fsq_levels)
         else:
             self.quantizer = WassersteinQuantizer(
                 **codebook,
@@ -155,8 +188,7 @@ class VQWAE(
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) in [0, 1] -> codes (B, H/downsample, W/downsample), long."""
         self._check_images(images)
-        _, _, codes = self.quantizer.lookup(self.encoder(images))
-        return codes.view(images.shape[0], images.shape[2] // self.config.downsample, -1)
+        return self.quantizer.encode(self.encoder(images))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) long -> images (B, C, h*downsample, w*downsample)."""

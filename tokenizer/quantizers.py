@@ -16,13 +16,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metrics import code_perplexity
-from .transport import exact_transport, sinkhorn_transport
+from .transport import TransportResult, exact_transport, sinkhorn_transport
+
+
+@dataclass
+class TransportProblem:
+    """The OT problem a VQ-WAE step solved (detached): cost_matrix (P, K, N), code_weights (P, K),
+    and the solver's result, for checking it against an exact solver (`check_against_exact`)."""
+
+    cost_matrix: torch.Tensor
+    code_weights: torch.Tensor
+    result: TransportResult
 
 
 @dataclass
 class QuantizerOutput:
     """quantized (B, D, h, w) straight-through; codes (B, h, w); unweighted loss terms (None when
-    the quantizer has no such term); batch perplexity and number of distinct codes used."""
+    the quantizer has no such term); batch perplexity and number of distinct codes used;
+    transport_problem: what the OT term solved (VQ-WAE only)."""
 
     quantized: torch.Tensor
     codes: torch.Tensor
@@ -32,6 +43,7 @@ class QuantizerOutput:
     codebook_loss: torch.Tensor | None = None
     transport_loss: torch.Tensor | None = None
     weights_kl: torch.Tensor | None = None
+    transport_problem: TransportProblem | None = None
 
 
 def squared_distances(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -91,6 +103,11 @@ class _Quantizer(nn.Module):
             distances = squared_distances(flat, self.codebook)  # (B*h*w, K)
         codes = distances.detach().argmin(dim=-1)
         return flat, distances, codes
+
+    def encode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, D, h, w) -> nearest codes (B, h, w)."""
+        _, _, codes = self.lookup(latents)
+        return codes.view(latents.shape[0], *latents.shape[2:])
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) -> codewords (B, D, h, w)."""
@@ -174,9 +191,9 @@ class WassersteinQuantizer(_Quantizer):
         gathered[dist.get_rank()] = local
         return torch.cat(gathered, dim=0)
 
-    def transport(self, latents: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+    def transport(self, latents: torch.Tensor, distances: torch.Tensor) -> tuple[torch.Tensor, TransportProblem]:
         """OT loss for latents (B, D, h, w) with their code distances (B*h*w, K) from `lookup`:
-        num_positions x the mean OT cost over problems."""
+        num_positions x the mean OT cost over problems, and the problem it solved."""
         batch, dim, height, width = latents.shape
         if self.scope == "position" and height * width != self.num_positions:
             raise ValueError(
@@ -206,8 +223,9 @@ class WassersteinQuantizer(_Quantizer):
                 result = sinkhorn_transport(cost, weights, code_potential=start, **options)
             if self.training:
                 self.code_potential.copy_(result.code_potential)
+            problem = TransportProblem(cost.detach(), weights.detach(), result)
             if not assignment:
-                return self.num_positions * result.cost.mean()
+                return self.num_positions * result.cost.mean(), problem
             # The assignment plan is one-hot: its cost is the mean ||z_n - c_cell(n)||^2 of each
             # problem, differentiated through those pairs only (no dense (N, K) backward). The
             # envelope gradient of the cost in pi is the code potential g, as for the other plans.
@@ -215,7 +233,7 @@ class WassersteinQuantizer(_Quantizer):
             cost_per_problem = (problems - codewords.float()).pow(2).sum(-1).mean(-1)
             potential_term = (weights * result.code_potential).sum(-1)
             cost_per_problem = cost_per_problem + potential_term - potential_term.detach()
-            return self.num_positions * cost_per_problem.mean()
+            return self.num_positions * cost_per_problem.mean(), problem
 
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
         _, distances, codes = self.lookup(latents)
@@ -224,8 +242,10 @@ class WassersteinQuantizer(_Quantizer):
         # KL(pi || uniform), averaged like torch's KLDivLoss(reduction="mean") in the reference code.
         log_size = torch.log(torch.tensor(float(self.codebook_size)))
         weights_kl = (weights * (weights.clamp_min(1e-12).log() + log_size)).sum(-1)
+        transport_loss, problem = self.transport(latents, distances)
         return QuantizerOutput(
             **fields,
-            transport_loss=self.transport(latents, distances),
+            transport_loss=transport_loss,
             weights_kl=weights_kl.mean() / self.codebook_size,
+            transport_problem=problem,
         )

@@ -38,6 +38,7 @@ from tokenizer.training import (
     log_metrics,
     per_process_batch_size,
 )
+from tokenizer.transport import check_against_exact
 
 
 def model_card(config: TokenizerTrainConfig, metrics: dict) -> str:
@@ -125,6 +126,11 @@ def main(argv=None) -> dict:
                            "train/codes_used": output.quantizer.codes_used, "lr": scheduler.get_last_lr()[0]})  # fmt: skip
             logs = log_metrics(accelerator, config, step, values)
             progress.set_postfix(loss=f"{logs['train/loss']:.4f}", ppl=f"{logs['train/perplexity']:.0f}")
+        if config.ot_check_every and step % config.ot_check_every == 0:
+            # The training solver against POT's exact solution of this step's problem.
+            problem = output.quantizer.transport_problem
+            check = check_against_exact(problem.cost_matrix, problem.code_weights, problem.result)
+            log_metrics(accelerator, config, step, {f"ot_check/{key}": value for key, value in asdict(check).items()})
         if step % config.validate_every == 0 and step < config.max_steps:
             validate()
         if step % config.checkpoint_every == 0 or step == config.max_steps:

@@ -20,8 +20,18 @@ class TokenizerTrainConfig(RunConfig):
     model: VQWAEConfig = field(default_factory=VQWAEConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # Every N steps also solve that step's OT problem exactly (POT, CPU) and log the training
+    # solver's relative cost gap and code-marginal error (ot_check/*). 0 = never.
+    ot_check_every: int = 0
 
     def __post_init__(self):
         super().__post_init__()
+        if self.ot_check_every < 0:
+            raise ValueError(f"ot_check_every must be >= 0 (0 = never), got {self.ot_check_every}")
+        if self.ot_check_every and self.model.quantizer != "wasserstein":
+            raise ValueError(
+                f"ot_check_every checks the OT term of VQ-WAE, but model.quantizer={self.model.quantizer!r} has "
+                "none; set ot_check_every=0"
+            )
         if self.model.image_size != self.data.image_size:
             self.model = dataclasses.replace(self.model, image_size=self.data.image_size)

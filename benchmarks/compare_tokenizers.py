@@ -1,0 +1,258 @@
+"""Multi-seed tokenizer comparison: train each named variant for S seeds at one step budget, score
+every run on a held-out split, and report per variant the mean, min and spread over seeds, plus
+the training-step time ratio to the plain VQ-VAE measured side by side.
+
+    python benchmarks/compare_tokenizers.py --out outputs/compare \\
+        --variant vq-wae configs/tokenizer/mnist.yaml \\
+        --variant vq-vae configs/tokenizer/mnist-vqvae.yaml \\
+        --variant vq-ema configs/tokenizer/mnist-vq-ema.yaml \\
+        --variant fsq configs/tokenizer/mnist-fsq.yaml \\
+        --seeds 0 1 2 --steps 1500 --rfid-n 1000 [--parallel 2] [--split test]
+
+A variant is NAME CONFIG [key=value ...] (the overrides of `tokenizer/train.py`). Every run trains
+with `tokenizer/train.py` into OUT/NAME/seed-S; a finished run (its result.json) is skipped on a
+rerun and an interrupted one resumes from its last checkpoint, so a sweep survives a stop.
+`--parallel N` trains N runs at once (threads split between them on a CPU; all on the one GPU
+otherwise). Writes OUT/results.json and OUT/results.md. Choose settings on `--split validation`;
+report `--split test`. Every run also records its validation-split metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tokenizer.config import load_config  # noqa: E402
+from tokenizer.train_config import TokenizerTrainConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = ["psnr", "ssim", "rfid", "perplexity", "codes_used"]
+
+
+def parse_variants(specs: list[list[str]], steps: int) -> dict[str, tuple[str, list[str]]]:
+    """[[NAME, CONFIG, k=v, ...], ...] -> {NAME: (CONFIG, overrides)}, every config loaded once so
+    a bad name, file or override is one clear error before anything trains."""
+    variants = {}
+    for spec in specs:
+        if len(spec) < 2:
+            raise ValueError(f"--variant {' '.join(spec)}: give NAME CONFIG [key=value ...]")
+        name, config, *overrides = spec
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"variant name {name!r}: use letters, digits, '.', '_' or '-' (it names a folder)")
+        if name in variants:
+            raise ValueError(f"variant name {name!r} is given twice")
+        try:
+            load_config(TokenizerTrainConfig, config, [*overrides, f"max_steps={steps}"])
+        except ValueError as error:
+            raise ValueError(f"variant {name!r}: {error}") from None
+        variants[name] = (config, overrides)
+    if not variants:
+        raise ValueError("give at least one --variant NAME CONFIG [key=value ...]")
+    return variants
+
+
+def run_config(config: str, overrides: list[str], seed: int, steps: int, folder: Path) -> TokenizerTrainConfig:
+    return load_config(TokenizerTrainConfig, config, [*overrides, *run_overrides(seed, steps, folder)])
+
+
+def run_overrides(seed: int, steps: int, folder: Path) -> list[str]:
+    return [f"seed={seed}", f"max_steps={steps}", f"output_dir={folder}", "resume=latest", "log_with=none"]
+
+
+def train_all(jobs: list[tuple[str, list[str], int, Path]], steps: int, parallel: int) -> None:
+    """Run `tokenizer/train.py` for every unfinished job, `parallel` at a time."""
+    threads = max(1, (os.cpu_count() or 1) // parallel) if not torch.cuda.is_available() else None
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    pending, running = [job for job in jobs if not (job[3] / "final" / "config.json").is_file()], []
+    print(f"{len(jobs) - len(pending)} of {len(jobs)} runs already trained; training {len(pending)}", flush=True)
+    while pending or running:
+        while pending and len(running) < parallel:
+            config, overrides, seed, folder = pending.pop(0)
+            folder.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, str(ROOT / "tokenizer" / "train.py"), "--config", config, *overrides]
+            command += run_overrides(seed, steps, folder)
+            log = open(folder / "train.log", "a")
+            running.append((subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log), folder, log))
+            print(f"training {folder}", flush=True)
+        time.sleep(0.5)
+        for item in list(running):
+            process, folder, log = item
+            if process.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            if process.returncode != 0:
+                tail = (folder / "train.log").read_text()[-2000:]
+                raise RuntimeError(f"training {folder} failed (exit {process.returncode}); end of its log:\n{tail}")
+            print(f"trained {folder}", flush=True)
+
+
+def evaluate_run(config: TokenizerTrainConfig, split: str, rfid_n: int, max_batches: int | None) -> dict:
+    """Metrics of a trained run on `split` (with rFID on its first rfid_n images) and on the
+    validation split."""
+    from tokenizer.data import load_images
+    from tokenizer.evaluate import evaluate_reconstruction, reconstruction_fid
+    from tokenizer.model import load_tokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_tokenizer(str(Path(config.output_dir) / "final")).to(device)
+    splits = load_images(config.data, config.model.in_channels, seed=config.seed)
+    result = {}
+    for name in dict.fromkeys([split, "validation"]):
+        loader = torch.utils.data.DataLoader(splits[name], batch_size=256)
+        metrics = asdict(evaluate_reconstruction(model, loader, max_batches=max_batches, progress=False))
+        if name == split and rfid_n:
+            images = splits[name].select(range(min(rfid_n, len(splits[name]))))
+            fid = reconstruction_fid(model.eval(), images, reference=f"{config.data.source}:{name}")
+            metrics.update(rfid=fid.fid, rfid_n=len(images))
+        result[name] = metrics
+    history = Path(config.output_dir) / "metrics.jsonl"
+    if history.is_file():
+        train_logs = [json.loads(line) for line in history.read_text().splitlines()]
+        result["train_seconds"] = train_logs[-1]["time"] - train_logs[0]["time"] if len(train_logs) > 1 else None
+    return result
+
+
+def step_ratios(variants: dict, seed: int, steps: int, out: Path, reference: str, rounds: int) -> dict:
+    """Median training-step time of each variant (forward, loss, backward, Adam), side by side in
+    interleaved rounds on one MNIST batch of 32, every model starting from its trained run of
+    `seed` (the steady state). Ratios to the `reference` variant."""
+    from common import time_side_by_side
+    from train_step import make_step
+
+    from tokenizer.data import load_images, to_unit_range
+    from tokenizer.model import load_tokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    steps_by_name = {}
+    for name, (config, overrides) in variants.items():
+        run = run_config(config, overrides, seed, steps, out / name / f"seed-{seed}")
+        images = to_unit_range(load_images(run.data, run.model.in_channels)["train"][:32]["pixel_values"])
+        trained = load_tokenizer(str(Path(run.output_dir) / "final")).state_dict()
+        steps_by_name[name] = make_step(run.model, images.to(device), device, trained, run.loss, run.learning_rate)
+    seconds = time_side_by_side(steps_by_name, rounds=rounds, device=device)
+    return {name: dict(step_ms=1e3 * value, ratio=value / seconds[reference]) for name, value in seconds.items()}
+
+
+def summarise(results: dict, split: str) -> dict:
+    """Per variant and metric: mean, min, max and spread (max - min) over seeds."""
+    summary = {}
+    for name, runs in results.items():
+        summary[name] = {}
+        for metric in METRICS:
+            values = [run[split][metric] for run in runs.values() if metric in run[split]]
+            if values:
+                summary[name][metric] = dict(
+                    mean=statistics.fmean(values), min=min(values), max=max(values), spread=max(values) - min(values)
+                )
+    return summary
+
+
+def markdown(summary: dict, results: dict, timing: dict, args) -> str:
+    rfid_n = {run[args.split].get("rfid_n") for runs in results.values() for run in runs.values()} - {None}
+    lines = [
+        f"{args.steps} steps, seeds {' '.join(map(str, args.seeds))}, {args.split} split; each cell: mean "
+        f"(min-max) over seeds"
+        + (f"; rFID on the first {', '.join(map(str, sorted(rfid_n)))} images" if rfid_n else ""),
+        "",
+        "| variant | PSNR dB | SSIM | rFID | perplexity | codes used | PSNR by seed | step vs "
+        f"{args.reference or 'VQ-VAE'} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(name, metric, digits):
+        stats = summary[name].get(metric)
+        if stats is None:
+            return "-"
+        return f"{stats['mean']:.{digits}f} ({stats['min']:.{digits}f}-{stats['max']:.{digits}f})"
+
+    for name in summary:
+        by_seed = ", ".join(f"{run[args.split]['psnr']:.2f}" for run in results[name].values())
+        ratio = f"{timing[name]['ratio']:.2f}x ({timing[name]['step_ms']:.1f} ms)" if name in timing else "-"
+        lines.append(
+            f"| {name} | {cell(name, 'psnr', 2)} | {cell(name, 'ssim', 3)} | {cell(name, 'rfid', 2)} | "
+            f"{cell(name, 'perplexity', 1)} | {cell(name, 'codes_used', 0)} | {by_seed} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME CONFIG [key=value]")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--out", default="outputs/compare")
+    parser.add_argument("--split", default="test", choices=["validation", "test"])
+    parser.add_argument("--rfid-n", type=int, default=1000, help="rFID on the first N images of the split (0: none)")
+    parser.add_argument("--max-batches", type=int, default=None, help="score only N batches of 256 (quick checks)")
+    parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--reference", default=None, help="variant the step times are relative to (default: first vq)")
+    parser.add_argument("--timing-rounds", type=int, default=20, help="0 skips the step-time ratios")
+    args = parser.parse_args(argv)
+    try:
+        variants = parse_variants(args.variant, args.steps)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.parallel < 1 or args.steps < 1:
+        parser.error("--parallel and --steps must be >= 1")
+    if args.reference is None:
+        plain = [name for name, (config, overrides) in variants.items()
+                 if load_config(TokenizerTrainConfig, config, overrides).model.quantizer == "vq"]  # fmt: skip
+        args.reference = plain[0] if plain else None
+    elif args.reference not in variants:
+        parser.error(f"--reference {args.reference!r} is not a variant; choose one of {list(variants)}")
+    out = Path(args.out)
+
+    # 1. Train every (variant, seed) that has not finished yet.
+    jobs = [(config, overrides, seed, out / name / f"seed-{seed}")
+            for name, (config, overrides) in variants.items() for seed in args.seeds]  # fmt: skip
+    train_all(jobs, args.steps, args.parallel)
+
+    # 2. Score each run once (result.json next to it; a rerun reads it back).
+    results = {}
+    for name, (config, overrides) in variants.items():
+        results[name] = {}
+        for seed in args.seeds:
+            folder = out / name / f"seed-{seed}"
+            saved = folder / f"result-{args.split}-rfid{args.rfid_n}-batches{args.max_batches}.json"
+            if not saved.is_file():
+                run = run_config(config, overrides, seed, args.steps, folder)
+                saved.write_text(json.dumps(evaluate_run(run, args.split, args.rfid_n, args.max_batches), indent=2))
+            results[name][seed] = json.loads(saved.read_text())
+            print(f"{name} seed {seed}: {args.split} PSNR {results[name][seed][args.split]['psnr']:.2f} dB", flush=True)
+
+    # 3. Step-time ratios, side by side, from the first seed's trained models.
+    timing = {}
+    if args.timing_rounds and args.reference:
+        timing = step_ratios(variants, args.seeds[0], args.steps, out, args.reference, args.timing_rounds)
+
+    # 4. Tables.
+    summary = summarise(results, args.split)
+    report = dict(
+        steps=args.steps, seeds=args.seeds, split=args.split, variants={k: [v[0], *v[1]] for k, v in variants.items()},
+        summary=summary, runs=results, step_time=timing, reference=args.reference,
+        device=torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)",
+    )  # fmt: skip
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    table = markdown(summary, results, timing, args)
+    (out / "results.md").write_text(table)
+    print(table)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""benchmarks/compare_tokenizers.py on the tiny config: trains every (variant, seed), writes its
+tables, skips finished runs on a rerun, and refuses bad variants with one clear line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+SCRIPT = str(ROOT / "benchmarks" / "compare_tokenizers.py")
+
+
+def compare(out, *variants, extra=()):
+    command = [sys.executable, SCRIPT, "--out", str(out), "--seeds", "0", "1", "--steps", "2", "--rfid-n", "0"]
+    command += ["--max-batches", "1", "--timing-rounds", "1", "--parallel", "2", *extra]
+    for variant in variants:
+        command += ["--variant", *variant]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_variants_two_seeds_table_and_rerun(tmp_path):
+    variants = [("wae", "configs/tokenizer/tiny.yaml"), ("vae", "configs/tokenizer/tiny.yaml", "model.quantizer=vq")]
+    first = compare(tmp_path, *variants)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert set(report["runs"]) == {"wae", "vae"} and report["reference"] == "vae"
+    for name in ("wae", "vae"):
+        psnrs = [report["runs"][name][seed]["test"]["psnr"] for seed in ("0", "1")]
+        stats = report["summary"][name]["psnr"]
+        assert stats["mean"] == pytest.approx(sum(psnrs) / 2)
+        assert stats["min"] == pytest.approx(min(psnrs)) and stats["spread"] == pytest.approx(max(psnrs) - min(psnrs))
+        assert "validation" in report["runs"][name]["0"]
+    assert report["step_time"]["vae"]["ratio"] == pytest.approx(1.0)
+    # Two seeds really are two runs: different initial weights, different results.
+    assert report["runs"]["wae"]["0"]["test"]["psnr"] != report["runs"]["wae"]["1"]["test"]["psnr"]
+    table = (tmp_path / "results.md").read_text()
+    assert "| wae |" in table and "| vae |" in table and "step vs vae" in table
+
+    finals = {path: path.stat().st_mtime for path in tmp_path.glob("*/seed-*/final/model.safetensors")}
+    assert len(finals) == 4
+    again = compare(tmp_path, *variants)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 of 4 runs already trained; training 0" in again.stdout
+    assert {path: path.stat().st_mtime for path in finals} == finals
+
+
+@pytest.mark.parametrize(
+    "variant, message",
+    [
+        (("bad", "configs/tokenizer/tiny.yaml", "model.nope=1"), "unknown config key(s) ['model.nope']"),
+        (("bad", "configs/tokenizer/tiny.yaml", "model.quantizer=vqq"), "choose one of"),
+        (("bad/name", "configs/tokenizer/tiny.yaml"), "variant name 'bad/name'"),
+        (("bad", "configs/tokenizer/missing.yaml"), "does not exist"),
+    ],
+)
+def test_bad_variant_is_one_clear_line(tmp_path, variant, message):
+    result = compare(tmp_path, variant)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and message in result.stderr.strip().splitlines()[-1]
+    assert not any(tmp_path.iterdir())  # nothing trained
