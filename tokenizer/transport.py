@@ -240,3 +240,42 @@ def check_against_exact(
         relative_gap=solver_cost / exact_cost - 1.0 if exact_cost > 0 else 0.0,
         marginal_error=float(solved.marginal_error),
     )
+
+
+def semidiscrete_transport(
+    cost_matrix: torch.Tensor,
+    code_weights: torch.Tensor,
+    code_potential: torch.Tensor,
+    step_size: float = 0.1,
+    latent_weights: torch.Tensor | None = None,
+) -> TransportResult:
+    """One step of stochastic dual ascent for semi-discrete OT (Genevay et al., NeurIPS 2016):
+    W between the *distribution* the latents are drawn from and the codes (weights pi), estimated
+    across mini-batches rather than re-solved on each batch.
+
+    The plan sends each latent wholly to its Laguerre cell, argmin_k (C_kn - g_k), under the code
+    potential g carried from step to step; then g moves along the dual gradient, pi_k minus the
+    mass of cell k in this batch: g_k += step_size x scale x K x (pi_k - mass_k), scale = the mean
+    nearest-code cost (so a code holding twice its share moves by step_size x scale). At the fixed
+    point every cell holds mass pi_k of the latent distribution and the plan is the exact OT plan of
+    the population; a batch's own cell masses still fluctuate with sampling, which is not solver
+    error. cost_matrix (P, K, N), code_weights (P, K), code_potential (P, K).
+    Returns the cost of this step's plan (detached), the cells (P, N), the updated potential
+    (centred) and the L1 error of this batch's cell masses against pi.
+    """
+    _check_shapes(cost_matrix, code_weights)
+    num_problems, num_codes, num_latents = cost_matrix.shape
+    with torch.no_grad(), torch.autocast(cost_matrix.device.type, enabled=False):
+        cost = cost_matrix.detach().float().transpose(1, 2)  # (P, N, K), a view of (N, K) distances
+        weights = code_weights.detach().float()
+        latent_mass = _uniform(num_problems, num_latents, cost) if latent_weights is None else latent_weights.float()
+        latent_mass = latent_mass / latent_mass.sum(-1, keepdim=True)  # (P, N)
+        potential = code_potential.detach().float().reshape(num_problems, num_codes)
+        cells = (cost - potential[:, None, :]).argmin(dim=-1)  # (P, N)
+        mass = torch.zeros_like(weights).scatter_add_(-1, cells, latent_mass)  # (P, K)
+        scale = cost.amin(dim=-1).mean(dim=-1, keepdim=True)  # (P, 1)
+        potential = potential + step_size * scale * num_codes * (weights - mass)
+        potential = potential - potential.mean(-1, keepdim=True)
+        assigned_cost = (cost.gather(-1, cells[..., None]).squeeze(-1) * latent_mass).sum(-1)
+        error = (mass - weights).abs().sum(-1).max()
+    return TransportResult(assigned_cost, None, potential, error, 1, cells)
