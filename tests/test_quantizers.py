@@ -243,19 +243,3 @@ def test_transport_problem_is_the_latents_against_the_codebook(scope):
         expected = torch.cdist(quantizer.codebook[None], grid.transpose(0, 1)).pow(2)  # (h*w, K, B)
     torch.testing.assert_close(problem.cost_matrix, expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(problem.code_weights, quantizer.code_weights().detach())
-
-
-def test_semidiscrete_quantizer_carries_its_potential_only_while_training():
-    torch.manual_seed(0)
-    quantizer = wasserstein(solver="semidiscrete")
-    latents = torch.randn(8, 4, 2, 2)
-    output = quantizer(latents)
-    moved = quantizer.code_potential.clone()
-    assert moved.abs().sum() > 0  # one dual step from zero: codes with too much mass got cheaper
-    problem = output.transport_problem
-    cells = problem.result.cells[0]
-    by_hand = problem.cost_matrix[0, cells, torch.arange(cells.numel())].mean()
-    torch.testing.assert_close(output.transport_loss, quantizer.num_positions * by_hand)
-    quantizer.eval()
-    quantizer(latents)
-    torch.testing.assert_close(quantizer.code_potential, moved)

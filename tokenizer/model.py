@@ -31,8 +31,7 @@ class VQWAEConfig:
     codebook_init: str = "encoder"  # encoder | randn (the reference code's)
     init_noise: float = 0.1
     ot_scope: str = "global"  # global | position
-    ot_solver: str = "sinkhorn"  # sinkhorn | exact | semidiscrete (stochastic dual ascent, one step a batch)
-    semidiscrete_step: float = 0.1  # semidiscrete: dual step, in units of the mean nearest-code cost
+    ot_solver: str = "sinkhorn"  # sinkhorn | exact
     learn_code_weights: bool = False  # the paper's uniform pi; true = the reference code's learnable pi
     sinkhorn_epsilon: float = 0.1
     sinkhorn_epsilon_scale: str = "nearest"  # nearest | mean
@@ -54,19 +53,13 @@ class VQWAEConfig:
         check_choice("model.quantizer", self.quantizer, ("wasserstein", "vq", "vq_ema", "fsq"))
         check_choice("model.codebook_init", self.codebook_init, ("encoder", "randn"))
         check_choice("model.ot_scope", self.ot_scope, ("global", "position"))
-        check_choice("model.ot_solver", self.ot_solver, ("sinkhorn", "exact", "semidiscrete"))
+        check_choice("model.ot_solver", self.ot_solver, ("sinkhorn", "exact"))
         check_choice("model.sinkhorn_plan", self.sinkhorn_plan, ("entropic", "assignment"))
         check_choice("model.sinkhorn_epsilon_scale", self.sinkhorn_epsilon_scale, ("mean", "nearest"))
         check_choice("model.downsample", self.downsample, (4, 8))
         for name in ("in_channels", "image_size", "hidden_channels", "embedding_dim", "sinkhorn_iterations"):
             check_positive(f"model.{name}", getattr(self, name))
-        for name in (
-            "semidiscrete_step",
-            "sinkhorn_epsilon",
-            "sinkhorn_tolerance",
-            "sinkhorn_check_every",
-            "exact_max_iterations",
-        ):
+        for name in ("sinkhorn_epsilon", "sinkhorn_tolerance", "sinkhorn_check_every", "exact_max_iterations"):
             check_positive(f"model.{name}", getattr(self, name))
         check_positive("model.num_res_blocks", self.num_res_blocks, allow_zero=True)
         check_positive("model.init_noise", self.init_noise, allow_zero=True)
@@ -177,7 +170,6 @@ class VQWAE(
                 ),
                 exact_max_iterations=config.exact_max_iterations,
                 warm_start=config.sinkhorn_warm_start,
-                semidiscrete_step=config.semidiscrete_step,
             )
 
     def _check_images(self, images: torch.Tensor) -> None:

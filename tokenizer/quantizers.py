@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metrics import code_perplexity
-from .transport import TransportResult, exact_transport, semidiscrete_transport, sinkhorn_transport
+from .transport import TransportResult, exact_transport, sinkhorn_transport
 
 
 @dataclass
@@ -164,7 +164,6 @@ class WassersteinQuantizer(_Quantizer):
         sinkhorn_options: dict,
         exact_max_iterations: int,
         warm_start: bool,
-        semidiscrete_step: float = 0.1,
     ):
         super().__init__(codebook_size, embedding_dim, codebook_init, init_noise)
         self.grid_size, self.scope, self.solver = grid_size, scope, solver
@@ -174,7 +173,6 @@ class WassersteinQuantizer(_Quantizer):
         self.sinkhorn_options = sinkhorn_options
         self.exact_max_iterations = exact_max_iterations
         self.warm_start = warm_start
-        self.semidiscrete_step = semidiscrete_step
         # Last step's code potentials: a warm start for Sinkhorn (codes move little per step).
         self.register_buffer("code_potential", torch.zeros(num_problems, codebook_size))
 
@@ -216,15 +214,9 @@ class WassersteinQuantizer(_Quantizer):
                 problems = grid.reshape(1, -1, dim)  # (1, B*h*w, D)
                 cost = grid_distances.reshape(-1, self.codebook_size).t()[None]  # (1, K, B*h*w)
             weights = self.code_weights()
-            assignment = self.solver == "semidiscrete" or (
-                self.solver == "sinkhorn" and self.sinkhorn_options.get("plan_type") == "assignment"
-            )
+            assignment = self.solver == "sinkhorn" and self.sinkhorn_options.get("plan_type") == "assignment"
             if self.solver == "exact":
                 result = exact_transport(cost, weights, max_iterations=self.exact_max_iterations)
-            elif self.solver == "semidiscrete":
-                # The potential is the solver's state: it only moves while training.
-                step = self.semidiscrete_step if self.training else 0.0
-                result = semidiscrete_transport(cost, weights, self.code_potential, step_size=step)
             else:
                 start = self.code_potential if self.warm_start and self.training else None
                 options = dict(self.sinkhorn_options, dense_plan=not assignment)
