@@ -12,8 +12,8 @@ the training-step time ratio to the plain VQ-VAE measured side by side.
 A variant is NAME CONFIG [key=value ...] (the overrides of `tokenizer/train.py`). Every run trains
 with `tokenizer/train.py` into OUT/NAME/seed-S; a finished run (its result.json) is skipped on a
 rerun and an interrupted one resumes from its last checkpoint, so a sweep survives a stop.
-`--parallel N` trains N runs at once (threads split between them on a CPU; all on the one GPU
-otherwise). Writes OUT/results.json and OUT/results.md. Choose settings on `--split validation`;
+`--parallel N` trains N runs at once (on a CPU the cores are split between them unless
+OMP_NUM_THREADS is set; on a GPU all share it). Writes OUT/results.json and OUT/results.md. Choose settings on `--split validation`;
 report `--split test`. Every run also records its validation-split metrics.
 """
 
@@ -73,10 +73,10 @@ def run_overrides(seed: int, steps: int, folder: Path) -> list[str]:
 
 def train_all(jobs: list[tuple[str, list[str], int, Path]], steps: int, parallel: int) -> None:
     """Run `tokenizer/train.py` for every unfinished job, `parallel` at a time."""
-    threads = max(1, (os.cpu_count() or 1) // parallel) if not torch.cuda.is_available() else None
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        # Split the cores between the runs: oversubscribed OpenMP threads spin and slow every run ~8x.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
     pending, running = [job for job in jobs if not (job[3] / "final" / "config.json").is_file()], []
     print(f"{len(jobs) - len(pending)} of {len(jobs)} runs already trained; training {len(pending)}", flush=True)
     while pending or running:

@@ -243,3 +243,26 @@ def test_transport_problem_is_the_latents_against_the_codebook(scope):
         expected = torch.cdist(quantizer.codebook[None], grid.transpose(0, 1)).pow(2)  # (h*w, K, B)
     torch.testing.assert_close(problem.cost_matrix, expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(problem.code_weights, quantizer.code_weights().detach())
+
+
+def test_nearest_encoder_target_keeps_the_ot_value_and_codebook_gradient():
+    """ot_encoder_target=nearest: the same OT value and codebook gradient as the paper's `cell`
+    target; the latents' gradient is that of ||z - c_nearest||^2 (brute-force nearest code)."""
+    torch.manual_seed(1)
+    state, latents, grads = wasserstein().state_dict(), torch.randn(6, 4, 2, 2), {}
+    for target in ("cell", "nearest"):
+        quantizer = wasserstein(solver="sinkhorn")
+        quantizer.sinkhorn_options = dict(quantizer.sinkhorn_options, plan_type="assignment")
+        quantizer.encoder_target = target
+        quantizer.load_state_dict(state)
+        z = latents.clone().requires_grad_(True)
+        loss = quantizer.transport(z, squared_distances(z.permute(0, 2, 3, 1).reshape(-1, 4), quantizer.codebook))[0]
+        loss.backward()
+        grads[target] = (loss.item(), quantizer.codebook.grad.clone(), z.grad.clone())
+    assert grads["cell"][0] == pytest.approx(grads["nearest"][0])
+    torch.testing.assert_close(grads["cell"][1], grads["nearest"][1])
+    flat = latents.permute(0, 2, 3, 1).reshape(-1, 4)
+    codebook = state["codebook"]
+    nearest = codebook[torch.stack([((codebook - z) ** 2).sum(-1).argmin() for z in flat])]
+    expected = 4 * 2 * (flat - nearest) / flat.shape[0]  # num_positions x d/dz mean ||z - c||^2
+    torch.testing.assert_close(grads["nearest"][2].permute(0, 2, 3, 1).reshape(-1, 4), expected)

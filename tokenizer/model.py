@@ -40,6 +40,9 @@ class VQWAEConfig:
     sinkhorn_check_every: int = 50  # absorb the scalings and test the tolerance every N iterations
     sinkhorn_warm_start: bool = True
     sinkhorn_plan: str = "assignment"  # assignment (Laguerre cells of the code potential) | entropic
+    # What the OT term pulls each latent towards (assignment plan): `cell`, its OT cell's code (the
+    # paper's gradient), or `nearest`, the code that decodes it; the codebook is trained by OT either way.
+    ot_encoder_target: str = "cell"
     exact_max_iterations: int = 500_000
     # Baselines from vector-quantize-pytorch. vq_ema: VectorQuantize with k-means init, EMA,
     # dead-code expiry and the rotation trick; fsq: FSQ, codebook_size = the product of fsq_levels.
@@ -55,6 +58,7 @@ class VQWAEConfig:
         check_choice("model.ot_scope", self.ot_scope, ("global", "position"))
         check_choice("model.ot_solver", self.ot_solver, ("sinkhorn", "exact"))
         check_choice("model.sinkhorn_plan", self.sinkhorn_plan, ("entropic", "assignment"))
+        check_choice("model.ot_encoder_target", self.ot_encoder_target, ("cell", "nearest"))
         check_choice("model.sinkhorn_epsilon_scale", self.sinkhorn_epsilon_scale, ("mean", "nearest"))
         check_choice("model.downsample", self.downsample, (4, 8))
         for name in ("in_channels", "image_size", "hidden_channels", "embedding_dim", "sinkhorn_iterations"):
@@ -170,6 +174,7 @@ class VQWAE(
                 ),
                 exact_max_iterations=config.exact_max_iterations,
                 warm_start=config.sinkhorn_warm_start,
+                encoder_target=config.ot_encoder_target,
             )
 
     def _check_images(self, images: torch.Tensor) -> None:

@@ -164,8 +164,10 @@ class WassersteinQuantizer(_Quantizer):
         sinkhorn_options: dict,
         exact_max_iterations: int,
         warm_start: bool,
+        encoder_target: str = "cell",
     ):
         super().__init__(codebook_size, embedding_dim, codebook_init, init_noise)
+        self.encoder_target = encoder_target
         self.grid_size, self.scope, self.solver = grid_size, scope, solver
         self.num_positions = grid_size * grid_size
         num_problems = self.num_positions if scope == "position" else 1
@@ -229,8 +231,15 @@ class WassersteinQuantizer(_Quantizer):
             # The assignment plan is one-hot: its cost is the mean ||z_n - c_cell(n)||^2 of each
             # problem, differentiated through those pairs only (no dense (N, K) backward). The
             # envelope gradient of the cost in pi is the code potential g, as for the other plans.
-            codewords = self.codebook[result.cells]  # (P, N, D)
-            cost_per_problem = (problems - codewords.float()).pow(2).sum(-1).mean(-1)
+            codewords = self.codebook[result.cells].float()  # (P, N, D)
+            cost_per_problem = (problems - codewords).pow(2).sum(-1).mean(-1)
+            if self.encoder_target == "nearest":
+                # Same value and codebook gradient; the latents are pulled to the code that decodes
+                # them (their nearest) instead of their OT cell's code.
+                nearest = self.codebook[cost.argmin(dim=1)].float().detach()  # (P, N, D)
+                codebook_side = (problems.detach() - codewords).pow(2).sum(-1).mean(-1)
+                encoder_side = (problems - nearest).pow(2).sum(-1).mean(-1)
+                cost_per_problem = codebook_side + encoder_side - encoder_side.detach()
             potential_term = (weights * result.code_potential).sum(-1)
             cost_per_problem = cost_per_problem + potential_term - potential_term.detach()
             return self.num_positions * cost_per_problem.mean(), problem
