@@ -266,3 +266,17 @@ def test_nearest_encoder_target_keeps_the_ot_value_and_codebook_gradient():
     nearest = codebook[torch.stack([((codebook - z) ** 2).sum(-1).argmin() for z in flat])]
     expected = 4 * 2 * (flat - nearest) / flat.shape[0]  # num_positions x d/dz mean ||z - c||^2
     torch.testing.assert_close(grads["nearest"][2].permute(0, 2, 3, 1).reshape(-1, 4), expected)
+    # The nearest codes `lookup` already found give the same gradient as recomputing them.
+    for scope in ("global", "position"):
+        quantizer = wasserstein(scope=scope, solver="sinkhorn")
+        quantizer.sinkhorn_options = dict(quantizer.sinkhorn_options, plan_type="assignment")
+        quantizer.encoder_target = "nearest"
+        quantizer.codebook.data.copy_(state["codebook"])
+        computed = []
+        for given in (False, True):
+            quantizer.code_potential.zero_()
+            z = latents.clone().requires_grad_(True)
+            flat, distances, codes = quantizer.lookup(z)
+            quantizer.transport(z, distances, codes if given else None)[0].backward()
+            computed.append(z.grad)
+        torch.testing.assert_close(computed[0], computed[1])

@@ -193,9 +193,11 @@ class WassersteinQuantizer(_Quantizer):
         gathered[dist.get_rank()] = local
         return torch.cat(gathered, dim=0)
 
-    def transport(self, latents: torch.Tensor, distances: torch.Tensor) -> tuple[torch.Tensor, TransportProblem]:
-        """OT loss for latents (B, D, h, w) with their code distances (B*h*w, K) from `lookup`:
-        num_positions x the mean OT cost over problems, and the problem it solved."""
+    def transport(
+        self, latents: torch.Tensor, distances: torch.Tensor, nearest_codes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, TransportProblem]:
+        """OT loss for latents (B, D, h, w) with their code distances (B*h*w, K) and nearest codes
+        (B*h*w,) from `lookup`: num_positions x the mean OT cost over problems, and the problem."""
         batch, dim, height, width = latents.shape
         if self.scope == "position" and height * width != self.num_positions:
             raise ValueError(
@@ -236,7 +238,13 @@ class WassersteinQuantizer(_Quantizer):
             if self.encoder_target == "nearest":
                 # Same value and codebook gradient; the latents are pulled to the code that decodes
                 # them (their nearest) instead of their OT cell's code.
-                nearest = self.codebook[cost.argmin(dim=1)].float().detach()  # (P, N, D)
+                if nearest_codes is None or _world_size() > 1:  # gathered latents: recompute
+                    nearest_codes = cost.argmin(dim=1)
+                elif self.scope == "position":
+                    nearest_codes = nearest_codes.view(batch, height * width).t()  # (h*w, B)
+                else:
+                    nearest_codes = nearest_codes.view(1, -1)  # (1, B*h*w)
+                nearest = self.codebook[nearest_codes].float().detach()  # (P, N, D)
                 codebook_side = (problems.detach() - codewords).pow(2).sum(-1).mean(-1)
                 encoder_side = (problems - nearest).pow(2).sum(-1).mean(-1)
                 cost_per_problem = codebook_side + encoder_side - encoder_side.detach()
@@ -251,7 +259,7 @@ class WassersteinQuantizer(_Quantizer):
         # KL(pi || uniform), averaged like torch's KLDivLoss(reduction="mean") in the reference code.
         log_size = torch.log(torch.tensor(float(self.codebook_size)))
         weights_kl = (weights * (weights.clamp_min(1e-12).log() + log_size)).sum(-1)
-        transport_loss, problem = self.transport(latents, distances)
+        transport_loss, problem = self.transport(latents, distances, codes)
         return QuantizerOutput(
             **fields,
             transport_loss=transport_loss,
