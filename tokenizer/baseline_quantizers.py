@@ -45,7 +45,7 @@ class LibraryVectorQuantizer(nn.Module):
         codebook_size: int,
         embedding_dim: int,
         code_dim: int = 0,
-        decay: float = 0.8,
+        decay: float = 0.99,
         dead_code_threshold: float = 2.0,
         cosine_similarity: bool = False,
         kmeans_iterations: int = 10,
