@@ -35,7 +35,7 @@ def test_data_image_size_drives_the_model():
         (["model.codebok_size=3"], r"unknown config key\(s\) \['model.codebok_size'\]"),
         (["lr0.1"], "malformed override 'lr0.1'"),
         (["max_steps=ten"], "max_steps must be an integer"),
-        (["model.quantizer=sq"], r"choose one of \['vq', 'wasserstein'\]"),
+        (["model.quantizer=sq"], r"choose one of \['wasserstein', 'vq', 'vq_ema', 'fsq'\]"),
         (["mixed_precision=fp8"], r"choose one of \['no', 'bf16', 'fp16'\]"),
         (["push_to_hub=true"], "needs hub_repo_id"),
         (["batch_size=0"], "batch_size must be > 0"),
