@@ -19,20 +19,7 @@ import math
 import torch
 from torch import nn
 
-from .metrics import code_perplexity
-from .quantizers import QuantizerOutput
-
-
-def _statistics(codes: torch.Tensor, codebook_size: int) -> dict:
-    return dict(
-        perplexity=code_perplexity(codes, codebook_size),
-        codes_used=torch.unique(codes).numel() * torch.ones((), device=codes.device),
-    )
-
-
-def _check_codes(codes: torch.Tensor, codebook_size: int) -> None:
-    if codes.min() < 0 or codes.max() >= codebook_size:
-        raise ValueError(f"codes must lie in [0, {codebook_size}); got range [{codes.min()}, {codes.max()}]")
+from .quantizers import QuantizerOutput, check_codes, code_statistics
 
 
 class LibraryVectorQuantizer(nn.Module):
@@ -76,7 +63,7 @@ class LibraryVectorQuantizer(nn.Module):
             quantized=quantized.to(latents.dtype),
             codes=codes,
             commitment_loss=commitment.sum(),
-            **_statistics(codes, self.codebook_size),
+            **code_statistics(codes, self.codebook_size),
         )
 
     @torch.no_grad()
@@ -93,7 +80,7 @@ class LibraryVectorQuantizer(nn.Module):
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) -> quantized latents (B, D, h, w), as `forward` returns them."""
-        _check_codes(codes, self.codebook_size)
+        check_codes(codes, self.codebook_size)
         codewords = self.vq.codebook[codes]  # (B, h, w, code_dim)
         return self.vq.project_out(codewords).permute(0, 3, 1, 2)
 
@@ -114,7 +101,7 @@ class FiniteScalarQuantizer(nn.Module):
             quantized, codes = self.fsq(latents.float())  # (B, D, h, w), (B, h, w)
         codes = codes.long()
         return QuantizerOutput(
-            quantized=quantized.to(latents.dtype), codes=codes, **_statistics(codes, self.codebook_size)
+            quantized=quantized.to(latents.dtype), codes=codes, **code_statistics(codes, self.codebook_size)
         )
 
     @torch.no_grad()
@@ -125,5 +112,5 @@ class FiniteScalarQuantizer(nn.Module):
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) -> quantized latents (B, D, h, w)."""
-        _check_codes(codes, self.codebook_size)
+        check_codes(codes, self.codebook_size)
         return self.fsq.indices_to_codes(codes)

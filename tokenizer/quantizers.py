@@ -54,6 +54,20 @@ def squared_distances(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Te
     )
 
 
+def check_codes(codes: torch.Tensor, codebook_size: int) -> None:
+    """Raise a `ValueError` naming the range when `codes` fall outside [0, codebook_size)."""
+    if codes.min() < 0 or codes.max() >= codebook_size:
+        raise ValueError(f"codes must lie in [0, {codebook_size}); got range [{codes.min()}, {codes.max()}]")
+
+
+def code_statistics(codes: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
+    """Batch perplexity and number of distinct codes used, the `QuantizerOutput` fields."""
+    return dict(
+        perplexity=code_perplexity(codes, codebook_size),
+        codes_used=torch.unique(codes).numel() * torch.ones((), device=codes.device),
+    )
+
+
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
@@ -111,8 +125,7 @@ class _Quantizer(nn.Module):
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) -> codewords (B, D, h, w)."""
-        if codes.min() < 0 or codes.max() >= self.codebook_size:
-            raise ValueError(f"codes must lie in [0, {self.codebook_size}); got range [{codes.min()}, {codes.max()}]")
+        check_codes(codes, self.codebook_size)
         return F.embedding(codes, self.codebook).permute(0, 3, 1, 2)
 
     def _finish(self, latents: torch.Tensor, codes: torch.Tensor) -> dict:
@@ -120,12 +133,7 @@ class _Quantizer(nn.Module):
         codes = codes.view(batch, height, width)
         codewords = self.embed(codes).to(latents.dtype)
         quantized = latents + (codewords - latents).detach()  # straight-through estimator
-        return dict(
-            quantized=quantized,
-            codes=codes,
-            perplexity=code_perplexity(codes, self.codebook_size),
-            codes_used=torch.unique(codes).numel() * torch.ones((), device=codes.device),
-        ), codewords
+        return dict(quantized=quantized, codes=codes, **code_statistics(codes, self.codebook_size)), codewords
 
 
 class VectorQuantizer(_Quantizer):
@@ -234,8 +242,9 @@ class WassersteinQuantizer(_Quantizer):
             # problem, differentiated through those pairs only (no dense (N, K) backward). The
             # envelope gradient of the cost in pi is the code potential g, as for the other plans.
             codewords = self.codebook[result.cells].float()  # (P, N, D)
-            cost_per_problem = (problems - codewords).pow(2).sum(-1).mean(-1)
-            if self.encoder_target == "nearest":
+            if self.encoder_target == "cell":
+                cost_per_problem = (problems - codewords).pow(2).sum(-1).mean(-1)
+            else:
                 # Same value and codebook gradient; the latents are pulled to the code that decodes
                 # them (their nearest) instead of their OT cell's code.
                 if nearest_codes is None or _world_size() > 1:  # gathered latents: recompute
