@@ -32,7 +32,7 @@ from tokenizer.config import parse_config, run_cli, to_dict
 from tokenizer.data import load_images
 from tokenizer.model import load_tokenizer
 from tokenizer.training import (
-    all_finite,
+    NonFiniteGuard,
     backward_and_step,
     batches_from,
     build_accelerator,
@@ -137,7 +137,8 @@ def main(argv=None) -> dict:
         log_metrics(accelerator, config, step, {"validation/bits_per_code": bits})
         return {"bits_per_code": bits}
 
-    # 5. Training loop.
+    # 5. Training loop (the loss guard syncs only on log/validate/checkpoint steps).
+    guard = NonFiniteGuard(accelerator, config)
     model.train()
     progress = tqdm(total=config.max_steps, initial=step, desc="prior", disable=not accelerator.is_main_process)
     for batch_codes, batch_labels in batches_from(accelerator, train_loader, batches_seen):
@@ -145,7 +146,7 @@ def main(argv=None) -> dict:
         with accelerator.accumulate(model):
             # 5a. Next-token prediction over [prefix] + codes.
             loss = causal_lm_loss(model, sequences(batch_codes, batch_labels, vocabulary, config, train=True))
-            if not all_finite(accelerator, {"cross_entropy": loss}, loss, step + 1, config):
+            if not guard.step_ok({"cross_entropy": loss}, loss, step + 1):
                 optimizer.zero_grad(set_to_none=True)
                 continue
             # 5b. Backward and update.
@@ -156,7 +157,8 @@ def main(argv=None) -> dict:
         step += 1
         progress.update(1)
 
-        # 5c. Log, validate, checkpoint.
+        # 5c. Log, validate, checkpoint (after checking that no step so far was non-finite).
+        guard.verify_if_due(step)
         if step % config.log_every == 0 or step == 1:
             logs = log_metrics(
                 accelerator, config, step, {"train/bits_per_code": loss / math.log(2), "lr": scheduler.get_last_lr()[0]}

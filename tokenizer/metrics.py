@@ -7,8 +7,11 @@ import torch.nn.functional as F
 
 
 def code_histogram(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    """Counts of each code in `codes` (any shape) -> (codebook_size,) float."""
-    return torch.bincount(codes.flatten(), minlength=codebook_size).float()
+    """Counts of each code in `codes` (any shape) -> (codebook_size,) float. A scatter-add, not
+    `torch.bincount`, whose output size depends on the data and so syncs a GPU with the host."""
+    codes = codes.flatten()
+    counts = torch.zeros(codebook_size, dtype=torch.long, device=codes.device)
+    return counts.scatter_add_(0, codes, torch.ones_like(codes)).float()
 
 
 def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:

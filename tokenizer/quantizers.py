@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import code_perplexity
+from .metrics import code_histogram, perplexity_from_counts
 from .transport import TransportResult, exact_transport, sinkhorn_transport
 
 
@@ -61,11 +61,10 @@ def check_codes(codes: torch.Tensor, codebook_size: int) -> None:
 
 
 def code_statistics(codes: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
-    """Batch perplexity and number of distinct codes used, the `QuantizerOutput` fields."""
-    return dict(
-        perplexity=code_perplexity(codes, codebook_size),
-        codes_used=torch.unique(codes).numel() * torch.ones((), device=codes.device),
-    )
+    """Batch perplexity and number of distinct codes used, the `QuantizerOutput` fields, as
+    tensors computed without a host sync (no `torch.unique`, whose size depends on the data)."""
+    counts = code_histogram(codes, codebook_size)
+    return dict(perplexity=perplexity_from_counts(counts), codes_used=(counts > 0).sum().float())
 
 
 def _world_size() -> int:
@@ -90,6 +89,7 @@ class _Quantizer(nn.Module):
         self.codebook = nn.Parameter(torch.randn(codebook_size, embedding_dim))
         # Set once the codebook holds its initial values (saved, so a loaded model never re-inits).
         self.register_buffer("initialized", torch.tensor(codebook_init == "randn"))
+        self._known_initialized = False  # host copy once seen True: reading the buffer syncs a GPU
 
     @torch.no_grad()
     def _initialize_from(self, latents: torch.Tensor) -> None:
@@ -111,8 +111,10 @@ class _Quantizer(nn.Module):
     def lookup(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """latents (B, D, h, w) -> flat latents (B*h*w, D), distances (B*h*w, K), codes (B*h*w,)."""
         flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # (B*h*w, D)
-        if self.training and not bool(self.initialized):
-            self._initialize_from(flat.detach())
+        if self.training and not self._known_initialized:
+            if not bool(self.initialized):
+                self._initialize_from(flat.detach())
+            self._known_initialized = True
         with torch.autocast(latents.device.type, enabled=False):
             distances = squared_distances(flat, self.codebook)  # (B*h*w, K)
         codes = distances.detach().argmin(dim=-1)
@@ -131,7 +133,8 @@ class _Quantizer(nn.Module):
     def _finish(self, latents: torch.Tensor, codes: torch.Tensor) -> dict:
         batch, _, height, width = latents.shape
         codes = codes.view(batch, height, width)
-        codewords = self.embed(codes).to(latents.dtype)
+        # The lookup's own codes need no range check (a host sync): embed them directly.
+        codewords = F.embedding(codes, self.codebook).permute(0, 3, 1, 2).to(latents.dtype)
         quantized = latents + (codewords - latents).detach()  # straight-through estimator
         return dict(quantized=quantized, codes=codes, **code_statistics(codes, self.codebook_size)), codewords
 

@@ -31,7 +31,7 @@ from tokenizer.model import VQWAE
 from tokenizer.objective import total_loss
 from tokenizer.train_config import TokenizerTrainConfig
 from tokenizer.training import (
-    all_finite,
+    NonFiniteGuard,
     backward_and_step,
     batches_from,
     build_accelerator,
@@ -98,7 +98,9 @@ def main(argv=None) -> dict:
         log_metrics(accelerator, config, step, {f"validation/{key}": value for key, value in metrics.items()})
         return metrics
 
-    # 5. Training loop, step-based.
+    # 5. Training loop, step-based. No host sync on a plain step: the loss guard, logging and
+    #    checks read device values only on the steps that log, validate or checkpoint.
+    guard = NonFiniteGuard(accelerator, config)
     model.train()
     progress = tqdm(total=config.max_steps, initial=step, desc="tokenizer", disable=not accelerator.is_main_process)
     for batch in batches_from(accelerator, train_loader, batches_seen):
@@ -107,8 +109,9 @@ def main(argv=None) -> dict:
             # 5a. Forward: reconstruction + quantizer terms (OT in fp32 over the global batch).
             output = model(to_unit_range(batch["pixel_values"]))
             loss = total_loss(output, config.loss)
-            # 5b. A non-finite loss stops the run (or skips the step) before anything is updated.
-            if not all_finite(accelerator, loss.terms, loss.total, step + 1, config):
+            # 5b. A non-finite loss skips the step (nonfinite_loss=skip) or stops the run at the next
+            #     log/checkpoint step (stop), before anything non-finite is saved.
+            if not guard.step_ok(loss.terms, loss.total, step + 1):
                 optimizer.zero_grad(set_to_none=True)
                 continue
             # 5c. Backward and update.
@@ -119,7 +122,8 @@ def main(argv=None) -> dict:
         step += 1
         progress.update(1)
 
-        # 5d. Log, validate, checkpoint.
+        # 5d. Log, validate, checkpoint (after checking that no step so far was non-finite).
+        guard.verify_if_due(step)
         if step % config.log_every == 0 or step == 1:
             values = {f"train/{name}": value for name, value in loss.terms.items()}
             values.update({"train/loss": loss.total, "train/perplexity": output.perplexity,

@@ -98,23 +98,63 @@ def batches_from(accelerator: Accelerator, loader, batches_seen: int) -> Iterato
             yield batch
 
 
-def all_finite(
-    accelerator: Accelerator, terms: dict[str, torch.Tensor], total: torch.Tensor, step: int, config: RunConfig
-) -> bool:
-    """True when the loss is finite on every process. Otherwise stop with the step and the
-    term(s) named (nonfinite_loss=stop) or report that the step is skipped (skip)."""
-    finite = accelerator.reduce(torch.isfinite(total.detach()).float().reshape(1), "sum").item()
-    if finite == accelerator.num_processes:
+class NonFiniteGuard:
+    """Watches the loss for non-finite values without stalling the device.
+
+    nonfinite_loss=skip must decide before each update, so it reads the loss on the host every
+    step (a sync). nonfinite_loss=stop keeps, on the device, the first step whose loss was not
+    finite and which terms were; `verify()` reads that (the one sync) and raises naming them. The
+    training scripts verify before every log line, validation and checkpoint, so a checkpoint
+    never holds the weights of a non-finite step and a GPU step never waits for Python.
+    """
+
+    def __init__(self, accelerator: Accelerator, config: RunConfig):
+        self.accelerator, self.config = accelerator, config
+        self.names: list[str] = []
+        self.first_step = torch.full((1,), -1.0, device=accelerator.device)
+        self.flags: torch.Tensor | None = None  # which terms were non-finite at first_step
+
+    def step_ok(self, terms: dict[str, torch.Tensor], total: torch.Tensor, step: int) -> bool:
+        """False when this step must be skipped (skip mode); stop mode records and returns True."""
+        if self.config.nonfinite_loss == "skip":
+            finite = self.accelerator.reduce(torch.isfinite(total.detach()).float().reshape(1), "sum").item()
+            if finite == self.accelerator.num_processes:
+                return True
+            self.accelerator.print(f"non-finite loss at step {step} in term(s) {self._bad(terms)}: skipping the step")
+            return False
+        self.names = list(terms)
+        flags = torch.stack([~torch.isfinite(value.detach()).all() for value in terms.values()]).float()
+        new = (flags.sum() > 0) & (self.first_step < 0)
+        self.first_step = torch.where(new, float(step), self.first_step)
+        self.flags = flags if self.flags is None else torch.where(new, flags, self.flags)
         return True
-    bad = [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["(on another process)"]
-    message = f"non-finite loss at step {step} in term(s) {bad}"
-    if config.nonfinite_loss == "stop":
+
+    def verify(self) -> None:
+        """Raise `FloatingPointError` (stop mode) if any step so far had a non-finite loss."""
+        if self.config.nonfinite_loss != "stop" or self.flags is None:
+            return
+        rows = self.accelerator.gather(torch.cat([self.first_step, self.flags]).reshape(1, -1)).tolist()
+        bad_rows = [row for row in rows if row[0] >= 0]
+        if not bad_rows:
+            return
+        step, *flags = min(bad_rows)
+        bad = [name for name, flag in zip(self.names, flags) if flag]
         raise FloatingPointError(
-            f"{message}; lower learning_rate or set nonfinite_loss=skip. "
-            f"Checkpoints in {Path(config.output_dir) / 'checkpoints'} are intact"
+            f"non-finite loss at step {int(step)} in term(s) {bad}; lower learning_rate or set nonfinite_loss=skip. "
+            f"Checkpoints in {Path(self.config.output_dir) / 'checkpoints'} are intact"
         )
-    accelerator.print(f"{message}: skipping the step")
-    return False
+
+    def verify_if_due(self, step: int) -> None:
+        """`verify` on the steps that log, validate or checkpoint (and the first and last)."""
+        config = self.config
+        if step in (1, config.max_steps) or any(
+            step % every == 0 for every in (config.log_every, config.validate_every, config.checkpoint_every)
+        ):
+            self.verify()
+
+    @staticmethod
+    def _bad(terms: dict[str, torch.Tensor]) -> list[str]:
+        return [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["(on another process)"]
 
 
 def backward_and_step(accelerator: Accelerator, model, optimizer, loss: torch.Tensor, config: RunConfig) -> None:
