@@ -29,20 +29,29 @@ def make_step(
     trained: dict | None = None,
     weights: LossConfig | None = None,
     learning_rate: float = 2e-3,
+    compile: bool = False,
+    autocast: torch.dtype | None = None,
 ):
     """One training step of `config` (forward, loss, backward, Adam) on `images`, as a closure;
-    `trained` (a state dict) starts it from a trained tokenizer's weights."""
+    `trained` (a state dict) starts it from a trained tokenizer's weights. compile: torch.compile
+    the model's forward (the first call compiles); autocast: e.g. torch.bfloat16 for the backbone
+    (the quantizer and OT stay fp32 inside)."""
     torch.manual_seed(0)
     model = VQWAE(config)
     if trained is not None:
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in trained.items() if k in own and own[k].shape == v.shape}, strict=False)
     model = model.to(device).train()
+    if compile:
+        model.compile()
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     weights = weights or LossConfig()
+    device_type = torch.device(device).type
 
     def step():
-        loss = total_loss(model(images), weights)
+        with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            output = model(images)
+        loss = total_loss(output, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         optimizer.step()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run by path (accelerate launch prior/train.py): make the repo importable
@@ -36,7 +37,9 @@ from tokenizer.training import (
     backward_and_step,
     batches_from,
     build_accelerator,
+    compile_model,
     log_metrics,
+    out_of_time,
     per_process_batch_size,
 )
 
@@ -98,6 +101,7 @@ def main(argv=None) -> dict:
     model = build_prior(config.model, vocabulary, tokenizer_id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_scheduler(config.scheduler_name, optimizer, config.warmup_steps, config.max_steps)
+    model = compile_model(model, config)  # compile: true
     model, optimizer, train_loader, validation_loader = accelerator.prepare(
         model, optimizer, train_loader, validation_loader
     )
@@ -139,6 +143,7 @@ def main(argv=None) -> dict:
 
     # 5. Training loop (the loss guard syncs only on log/validate/checkpoint steps).
     guard = NonFiniteGuard(accelerator, config)
+    started = time.monotonic()  # for time_limit_minutes
     model.train()
     progress = tqdm(total=config.max_steps, initial=step, desc="prior", disable=not accelerator.is_main_process)
     for batch_codes, batch_labels in batches_from(accelerator, train_loader, batches_seen):
@@ -166,10 +171,19 @@ def main(argv=None) -> dict:
             progress.set_postfix(bits=f"{logs['train/bits_per_code']:.3f}")
         if step % config.validate_every == 0 and step < config.max_steps:
             validate()
-        if step % config.checkpoint_every == 0 or step == config.max_steps:
+        stop_early = out_of_time(accelerator, config, started, step)
+        if step % config.checkpoint_every == 0 or step == config.max_steps or stop_early:
             state = {"batches_seen": batches_seen}
             save_checkpoint(accelerator, output_dir, step, state, {**to_dict(config), "tokenizer_id": tokenizer_id},
                             config.checkpoints_to_keep)  # fmt: skip
+        if stop_early and step < config.max_steps:
+            accelerator.print(
+                f"time_limit_minutes={config.time_limit_minutes} reached at step {step}: checkpoint saved; "
+                "run the same command with resume=latest to go on"
+            )
+            progress.close()
+            accelerator.end_training()
+            return {"stopped_at_step": step}
         if step >= config.max_steps:
             break
     progress.close()

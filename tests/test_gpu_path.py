@@ -1,12 +1,19 @@
-"""The GPU path, checked on the CPU: a training step that never waits for the host."""
+"""The GPU path, checked on the CPU: a training step that never waits for the host, compiled
+steps equal to eager ones, and time-limited chunks of a long run."""
 
+import json
+import os
+import subprocess
+import sys
+import tarfile
 from collections import Counter
 
 import pytest
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file
 
-from tests.helpers import reset_accelerate
+from tests.helpers import ROOT, read_metrics, reset_accelerate
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.objective import LossConfig, total_loss
 from tokenizer.training import NonFiniteGuard, RunConfig
@@ -97,3 +104,82 @@ def test_warm_sinkhorn_is_a_fixed_budget_without_host_reads(monkeypatch):
     checked = sinkhorn_transport(cost * 1.01, weights, max_iterations=25, check_every=5, tolerance=0.0, **options)
     torch.testing.assert_close(warm.code_potential, checked.code_potential)
     torch.testing.assert_close(warm.cells, checked.cells)
+
+
+@pytest.fixture
+def train(repo_root, monkeypatch):
+    from tokenizer import train as train_module
+
+    monkeypatch.chdir(repo_root)
+
+    def run(*overrides):
+        reset_accelerate()
+        return train_module.main(["--config", "configs/tokenizer/tiny.yaml", *overrides])
+
+    yield run
+    reset_accelerate()
+
+
+def test_compiled_training_matches_eager(train, tmp_path, monkeypatch):
+    """compile=true (torch.compile, inductor on the CPU) trains to the same losses as eager within
+    1e-5, and its checkpoints and final weights keep the eager keys (resumable either way).
+    Inductor draws random numbers from its own stream (the first batch's codebook draw); the test
+    makes it use eager's, so only the compiled arithmetic is compared."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    common = ["max_steps=3", "checkpoint_every=2", "validate_every=100", "model.ot_encoder_target=nearest"]
+    train(f"output_dir={eager}", *common)
+    train(f"output_dir={compiled}", "compile=true", *common)
+    losses = {
+        name: [row["train/loss"] for row in read_metrics(folder) if "train/loss" in row]
+        for name, folder in (("eager", eager), ("compiled", compiled))
+    }
+    assert len(losses["eager"]) == 3
+    assert losses["compiled"] == pytest.approx(losses["eager"], abs=1e-5)
+    eager_keys = set(load_file(eager / "checkpoints" / "step_00000002" / "model.safetensors"))
+    assert set(load_file(compiled / "checkpoints" / "step_00000002" / "model.safetensors")) == eager_keys
+    VQWAE.from_pretrained(compiled / "final")
+
+
+def test_time_limit_checkpoints_and_resumes(train, tmp_path):
+    """time_limit_minutes stops at the first log step past the limit with a checkpoint and no
+    final model; the same command with resume=latest finishes the run."""
+    stopped = train(f"output_dir={tmp_path}", "max_steps=4", "time_limit_minutes=1e-9")
+    assert stopped == {"stopped_at_step": 1}
+    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["step_00000001"]
+    assert not (tmp_path / "final").exists()
+    train(f"output_dir={tmp_path}", "max_steps=4", "resume=latest")
+    assert (tmp_path / "final" / "config.json").is_file()
+    assert [row["step"] for row in read_metrics(tmp_path) if "train/loss" in row] == [1, 2, 3, 4]
+
+
+def test_gpu_suite_dry_run_advances_the_run_across_calls(tmp_path):
+    """The device script rehearsed on the CPU (tiny config): its JSON/Markdown report, and a run
+    chunk that comes back as one tar, is unpacked, carried into the next call and resumed there."""
+    def suite(out, *args):
+        result = subprocess.run(
+            [sys.executable, "benchmarks/gpu_suite.py", "--out", str(out), "--dry-run", *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads((out / "gpu_suite.json").read_text())
+
+    first = suite(tmp_path / "call1")
+    assert set(first["step_ms"]) == {
+        f"{m}, {mode}" for m in ("VQ-VAE", "VQ-WAE") for mode in ("eager", "compiled", "bf16")
+    }
+    assert all(value > 0 for value in first["step_ms"].values())
+    assert first["run_100ep"]["step"] == 1 and not first["run_100ep"]["finished"]
+    assert "VQ-WAE / VQ-VAE, compiled" in (tmp_path / "call1" / "gpu_suite.md").read_text()
+    assert sorted(path.name for path in (tmp_path / "call1").iterdir()) == [
+        "gpu_suite.json",
+        "gpu_suite.md",
+        "run-100ep.tar",
+    ]
+    carried = tmp_path / "gpu-run"
+    with tarfile.open(tmp_path / "call1" / "run-100ep.tar") as tar:
+        tar.extractall(carried, filter="data")
+    second = suite(tmp_path / "call2", "--skip", "syncs", "timing", "--run-from", str(carried))
+    assert (second["run_100ep"]["start_step"], second["run_100ep"]["step"]) == (1, 2)

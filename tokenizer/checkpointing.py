@@ -24,6 +24,9 @@ RESUMABLE_FIELDS = {
     "hub_repo_id",
     "log_with",
     "output_dir",
+    "compile",  # compiled in place: checkpoints hold the eager model's keys either way
+    "compile_mode",
+    "time_limit_minutes",
 }
 
 STATE_FILE = "trainer_state.json"

