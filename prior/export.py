@@ -6,11 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+from tokenizer.cards import pipeline_card
+
 PIPELINE_CONFIG = "pipeline_config.json"
 
 
 def save_pipeline_folder(folder: str | Path, tokenizer, prior, tokenizer_id: str, extra: dict | None = None) -> Path:
-    """Write tokenizer (save_pretrained), prior (save_pretrained) and the pipeline config into `folder`."""
+    """Write tokenizer (save_pretrained), prior (save_pretrained), the pipeline config and its model
+    card (README.md) into `folder`."""
     folder = Path(folder)
     temporary = folder.with_name(f".tmp_{folder.name}")
     shutil.rmtree(temporary, ignore_errors=True)
@@ -18,6 +21,7 @@ def save_pipeline_folder(folder: str | Path, tokenizer, prior, tokenizer_id: str
     prior.save_pretrained(temporary / "prior", safe_serialization=True)
     config = {"pipeline": "VQWAEPipeline", "tokenizer_id": tokenizer_id, **(extra or {})}
     (temporary / PIPELINE_CONFIG).write_text(json.dumps(config, indent=2))
+    pipeline_card({key: value for key, value in config.items() if key != "tokenizer_id"}).save(temporary / "README.md")
     if folder.exists():
         shutil.rmtree(folder)
     temporary.rename(folder)

@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from PIL import Image
 
 from pipelines import VQWAEPipeline
@@ -48,6 +49,8 @@ def test_save_load_round_trip(pipeline_dir, tmp_path):
     pipe = VQWAEPipeline.from_pretrained(pipeline_dir)
     pipe.save_pretrained(tmp_path / "copy")
     loaded = VQWAEPipeline.from_pretrained(tmp_path / "copy")
+    card = ModelCard.load(tmp_path / "copy" / "README.md")  # the Hub card, metadata included
+    assert card.data.library_name == "vqwae" and card.data.pipeline_tag == "unconditional-image-generation"
     for name, tensor in pipe.prior.state_dict().items():
         assert torch.equal(tensor, loaded.prior.state_dict()[name])
     for name, tensor in pipe.tokenizer.state_dict().items():

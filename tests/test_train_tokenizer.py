@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from tests.helpers import read_metrics, reset_accelerate, run_script
@@ -35,8 +36,10 @@ def test_tiny_run_lowers_loss_and_writes_checkpoints(train, tmp_path):
     assert (tmp_path / "samples" / "reconstruction_00000020.png").is_file()
     final = VQWAE.from_pretrained(tmp_path / "final")
     assert final.config.codebook_size == 32
-    card = (tmp_path / "final" / "README.md").read_text()
-    assert "perplexity" in card and "codebook_size: 32" in card
+    card = ModelCard.load(tmp_path / "final" / "README.md")
+    assert card.data.library_name == "vqwae" and card.data.datasets == ["ylecun/mnist"]
+    assert {result.metric_type for result in card.data.eval_results} == {"psnr", "ssim", "perplexity"}
+    assert "codebook_size: 32" in card.text
     assert metrics["num_images"] > 0 and 0 < metrics["perplexity"] <= 32
 
 
@@ -153,3 +156,24 @@ def test_baselines_train_through_the_trainer(train, tmp_path, quantizer):
     metrics = train(f"output_dir={tmp_path}", f"model.quantizer={quantizer}", *extra)
     assert VQWAE.from_pretrained(tmp_path / "final").config.quantizer == quantizer
     assert metrics["num_images"] > 0 and metrics["codes_used"] >= 1
+
+
+def test_any_installed_accelerate_tracker_and_clear_errors(train, tmp_path):
+    """log_with takes Accelerate's tracker names (comma-separated); TensorBoard (a test extra)
+    really writes its event files; unknown or uninstalled trackers are one clear error."""
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    from tokenizer.config import load_config
+    from tokenizer.train_config import TokenizerTrainConfig
+
+    pytest.importorskip("tensorboard", reason="tensorboard is in the [test] extra: pip install -e .[test]")
+    train(f"output_dir={tmp_path}", "max_steps=2", "log_with=tensorboard")
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="'tensorbord' is not an Accelerate tracker"):
+        load_config(TokenizerTrainConfig, TINY, ["log_with=tensorbord"])
+    installed = {str(getattr(tracker, "value", tracker)) for tracker in get_available_trackers()}
+    missing = [member.value for member in LoggerType if member.value not in installed | {"all"}]
+    if missing:
+        with pytest.raises(ValueError, match=f"the {missing[0]} tracker is not installed"):
+            load_config(TokenizerTrainConfig, TINY, [f"log_with=tensorboard,{missing[0]}"])

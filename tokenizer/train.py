@@ -8,7 +8,6 @@ Same command on one CPU, one GPU or N GPUs (batch_size is the global batch). Che
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict
@@ -18,12 +17,12 @@ if __package__ in (None, ""):  # run by path (accelerate launch tokenizer/train.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import torch
-import yaml
 from accelerate.utils import set_seed
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from tokenizer.cards import tokenizer_card
 from tokenizer.checkpointing import push_folder, resume_training, save_checkpoint, save_final
 from tokenizer.config import parse_config, run_cli, to_dict
 from tokenizer.data import load_images, to_unit_range
@@ -42,18 +41,6 @@ from tokenizer.training import (
     per_process_batch_size,
 )
 from tokenizer.transport import check_against_exact
-
-
-def model_card(config: TokenizerTrainConfig, metrics: dict) -> str:
-    return (
-        "---\nlibrary_name: vqwae\ntags: [vq-wae, image-tokenizer, optimal-transport]\n---\n\n"
-        f"# VQ-WAE tokenizer ({config.data.source})\n\n"
-        "Vector Quantized Wasserstein Auto-Encoder (Vuong et al., ICML 2023) trained with "
-        "[vqwae](https://github.com/vqwae/vqwae).\n\n```python\nfrom tokenizer import VQWAE\n"
-        "tokenizer = VQWAE.from_pretrained(PATH_OR_REPO)\ncodes = tokenizer.encode(images)  # images in [0, 1]\n```\n\n"
-        f"## Validation metrics (step {config.max_steps})\n\n```json\n{json.dumps(metrics, indent=2)}\n```\n\n"
-        f"## Training config\n\n```yaml\n{yaml.safe_dump(to_dict(config), sort_keys=False)}```\n"
-    )
 
 
 def main(argv=None) -> dict:
@@ -161,7 +148,9 @@ def main(argv=None) -> dict:
     # 6. Final validation, save_pretrained with a model card, optional push to the Hub.
     metrics = validate()
     if accelerator.is_main_process:
-        final = save_final(accelerator.unwrap_model(model), output_dir / "final", model_card(config, metrics))
+        final = save_final(
+            accelerator.unwrap_model(model), output_dir / "final", tokenizer_card(to_dict(config), metrics).content
+        )
         accelerator.print(
             f"tokenizer saved to {final}: validation PSNR {metrics['psnr']:.2f} dB, "
             f"perplexity {metrics['perplexity']:.1f}, codes used {metrics['codes_used']}"

@@ -42,7 +42,7 @@ class RunConfig:
     log_every: int = 50
     validate_every: int = 500
     validation_batches: int = 0  # 0 = the whole validation split
-    log_with: str = "auto"  # auto (tensorboard when installed) | tensorboard | none
+    log_with: str = "auto"  # auto (tensorboard when installed) | none | all | any Accelerate trackers, comma-separated
     nonfinite_loss: str = "stop"  # stop | skip (the step)
     push_to_hub: bool = False
     hub_repo_id: str | None = None
@@ -51,7 +51,7 @@ class RunConfig:
         check_choice("lr_scheduler", self.lr_scheduler, ("constant", "cosine"))
         check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
         check_choice("compile_mode", self.compile_mode, ("default", "reduce-overhead", "max-autotune"))
-        check_choice("log_with", self.log_with, ("auto", "tensorboard", "none"))
+        check_trackers(self.log_with)
         check_choice("nonfinite_loss", self.nonfinite_loss, ("stop", "skip"))
         for name in ("max_steps", "batch_size", "learning_rate", "gradient_accumulation_steps",
                      "checkpoint_every", "checkpoints_to_keep", "log_every", "validate_every"):  # fmt: skip
@@ -67,6 +67,27 @@ class RunConfig:
         return "cosine" if self.lr_scheduler == "cosine" else "constant_with_warmup"
 
 
+def check_trackers(log_with: str) -> None:
+    """log_with: auto, none, all, or Accelerate tracker names (comma-separated), each installed."""
+    if log_with in ("auto", "none", "all"):
+        return
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    known = [member.value for member in LoggerType if member.value != "all"]
+    installed = [str(getattr(tracker, "value", tracker)) for tracker in get_available_trackers()]
+    for name in log_with.split(","):
+        if name not in known:
+            raise ValueError(
+                f"log_with={log_with!r}: {name!r} is not an Accelerate tracker; use auto, none, all or any of {known}"
+            )
+        if name not in installed:
+            raise ValueError(
+                f"log_with={log_with!r}: the {name} tracker is not installed (pip install {name}); installed: "
+                f"{installed or 'none'}. Or use log_with=none (metrics.jsonl is always written)"
+            )
+
+
 def build_accelerator(config: RunConfig) -> Accelerator:
     """Accelerator with a project folder, seeded data order and the chosen tracker."""
     log_with = config.log_with
@@ -75,7 +96,7 @@ def build_accelerator(config: RunConfig) -> Accelerator:
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with=None if log_with == "none" else log_with,
+        log_with=None if log_with == "none" else log_with.split(","),
         project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=f"{config.output_dir}/logs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
