@@ -142,3 +142,8 @@ class VQWAEPipeline:
     @property
     def codebook_size(self) -> int:
         return vocabulary_of(self.prior).codebook_size
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of a class-conditional prior (0: unconditional)."""
+        return vocabulary_of(self.prior).num_classes

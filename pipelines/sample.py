@@ -1,6 +1,7 @@
 """Sample images from a pipeline into a PNG grid.
 
 python -m pipelines.sample --pipeline DIR --n 16 --out samples.png [--seed S --class-label C]
+python -m pipelines.sample --pipeline DIR --per-class 10 --guidance-scale 2 --out classes.png  # a row per class
 """
 
 from __future__ import annotations
@@ -23,18 +24,27 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", default="samples.png")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--class-label", type=int, default=None)
+    parser.add_argument("--per-class", type=int, default=None, help="K samples of every class, one row per class")
     parser.add_argument("--guidance-scale", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
     args = parser.parse_args(argv)
     pipe = VQWAEPipeline.from_pretrained(args.pipeline).to("cuda" if torch.cuda.is_available() else "cpu")
+    n, labels, columns = args.n, args.class_label, max(1, int(math.sqrt(args.n)))
+    if args.per_class is not None:
+        if args.class_label is not None:
+            raise ValueError("give --per-class or --class-label, not both")
+        if not pipe.num_classes:
+            raise ValueError("--per-class needs a class-conditional prior (train it with class_conditional=true)")
+        n, labels, columns = args.per_class * pipe.num_classes, "each", args.per_class
     output = pipe(
-        n=args.n, class_labels=args.class_label, guidance_scale=args.guidance_scale, temperature=args.temperature,
+        n=n, class_labels=labels, guidance_scale=args.guidance_scale, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, generator=torch.Generator().manual_seed(args.seed), output_type="pt",
     )  # fmt: skip
-    save_image(output.images, args.out, nrow=max(1, int(math.sqrt(args.n))), padding=2)
-    print(f"wrote {args.n} samples to {args.out}")
+    save_image(output.images, args.out, nrow=columns, padding=2)
+    what = f"{args.per_class} per class" if args.per_class else f"{n} samples"
+    print(f"wrote {what} (guidance scale {args.guidance_scale}) to {args.out}")
     return args.out
 
 

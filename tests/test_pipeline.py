@@ -110,6 +110,9 @@ def test_sample_cli_writes_a_grid(pipeline_dir, tmp_path):
     out = tmp_path / "grid.png"
     sample.main(["--pipeline", str(pipeline_dir), "--n", "9", "--out", str(out), "--seed", "1", "--class-label", "2"])
     assert Image.open(out).size == (3 * 16 + 4 * 2, 3 * 16 + 4 * 2)
+    classes = tmp_path / "classes.png"
+    sample.main(["--pipeline", str(pipeline_dir), "--per-class", "2", "--guidance-scale", "2", "--out", str(classes)])
+    assert Image.open(classes).size == (2 * 16 + 3 * 2, 10 * 16 + 11 * 2)  # 10 rows (classes) of 2
 
 
 def test_fid_cli_prints_json(pipeline_dir, tmp_path, capsys, monkeypatch):
