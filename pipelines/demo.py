@@ -91,6 +91,8 @@ class Demo:
             )  # fmt: skip
         except ValueError as error:
             return None, None, f"**Error:** {error}"
+        except Exception as error:  # the page shows a message, never a traceback
+            return None, None, f"**Error:** unexpected {type(error).__name__}: {error}"
         message = f"{int(count)} sample(s), class {label}, guidance {guidance}, seed {int(seed)}"
         return grid_image(output.images), code_map(output.codes[0], self.codebook_size), message
 
@@ -131,6 +133,8 @@ class Demo:
                 reconstruction = self.pipe.tokenizer.decode(codes).clamp(0, 1).cpu()
         except ValueError as error:
             return None, None, None, None, f"**Error:** {error}"
+        except Exception as error:  # the page shows a message, never a traceback
+            return None, None, None, None, f"**Error:** unexpected {type(error).__name__}: {error}"
         score = psnr(reconstruction, images).item()
         used = int(torch.unique(codes).numel())
         message = "; ".join([f"PSNR {score:.2f} dB, {used} distinct codes", *notes])
@@ -141,11 +145,12 @@ class Demo:
         from tokenizer.data import DataConfig, load_images
 
         if not hasattr(self, "_test_split"):
-            self._test_split = load_images(DataConfig(image_size=28), 1)["test"]
+            # At the tokenizer's size, resized as in training (MNIST: bilinear 28 -> 32).
+            self._test_split = load_images(DataConfig(image_size=self.size), 1)["test"]
         split = self._test_split
         if not 0 <= index < len(split):
             raise ValueError(f"test digit index must lie in [0, {len(split)}), got {index}")
-        return Image.fromarray(split[index]["pixel_values"][0].numpy())
+        return Image.fromarray(split[index]["pixel_values"][0].numpy().astype(np.uint8))
 
 
 def build_app(pipe: VQWAEPipeline):

@@ -44,6 +44,9 @@ def test_demo_logic_handles_bad_input_as_messages(pipeline_folder, tmp_path):
     original, reconstruction, codes, used, message = demo.tokenize(str(colour), None)
     assert "converted the RGB image to grey" in message and "resized 30x40 to 16x16" in message
     assert original.size == reconstruction.size and "PSNR" in message
+    digit = demo.tokenize(None, 7)  # a test digit of the embedded MNIST, resized as in training
+    assert digit[0].size == digit[1].size and digit[-1].startswith("PSNR") and "resized" not in digit[-1]
+    assert "index must lie in [0, 10000)" in demo.tokenize(None, 10_000)[-1]
 
 
 def free_port() -> int:
