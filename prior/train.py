@@ -41,6 +41,7 @@ from tokenizer.training import (
     log_metrics,
     out_of_time,
     per_process_batch_size,
+    stop_at_time_limit,
 )
 
 
@@ -177,13 +178,7 @@ def main(argv=None) -> dict:
             save_checkpoint(accelerator, output_dir, step, state, {**to_dict(config), "tokenizer_id": tokenizer_id},
                             config.checkpoints_to_keep)  # fmt: skip
         if stop_early and step < config.max_steps:
-            accelerator.print(
-                f"time_limit_minutes={config.time_limit_minutes} reached at step {step}: checkpoint saved; "
-                "run the same command with resume=latest to go on"
-            )
-            progress.close()
-            accelerator.end_training()
-            return {"stopped_at_step": step}
+            return stop_at_time_limit(accelerator, config, step, progress)
         if step >= config.max_steps:
             break
     progress.close()

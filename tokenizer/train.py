@@ -39,6 +39,7 @@ from tokenizer.training import (
     log_metrics,
     out_of_time,
     per_process_batch_size,
+    stop_at_time_limit,
 )
 from tokenizer.transport import check_against_exact
 
@@ -134,13 +135,7 @@ def main(argv=None) -> dict:
             state = {"batches_seen": batches_seen}
             save_checkpoint(accelerator, output_dir, step, state, to_dict(config), config.checkpoints_to_keep)
         if stop_early and step < config.max_steps:
-            accelerator.print(
-                f"time_limit_minutes={config.time_limit_minutes} reached at step {step}: checkpoint saved; "
-                "run the same command with resume=latest to go on"
-            )
-            progress.close()
-            accelerator.end_training()
-            return {"stopped_at_step": step}
+            return stop_at_time_limit(accelerator, config, step, progress)
         if step >= config.max_steps:
             break
     progress.close()

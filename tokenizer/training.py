@@ -125,6 +125,17 @@ def out_of_time(accelerator: Accelerator, config: RunConfig, started: float, ste
     return accelerator.reduce(late, "sum").item() > 0
 
 
+def stop_at_time_limit(accelerator: Accelerator, config: RunConfig, step: int, progress) -> dict:
+    """End a run stopped by time_limit_minutes (its checkpoint is saved): say how to go on."""
+    accelerator.print(
+        f"time_limit_minutes={config.time_limit_minutes} reached at step {step}: checkpoint saved; "
+        "run the same command with resume=latest to go on"
+    )
+    progress.close()
+    accelerator.end_training()
+    return {"stopped_at_step": step}
+
+
 def per_process_batch_size(accelerator: Accelerator, config: RunConfig) -> int:
     return config.batch_size // (accelerator.num_processes * config.gradient_accumulation_steps)
 
