@@ -152,3 +152,20 @@ def test_check_against_exact_agrees_with_a_direct_emd2_call(plan_type):
     assert check.solver_cost == pytest.approx(np.mean(by_hand), rel=1e-5)
     assert check.relative_gap == pytest.approx(np.mean(by_hand) / np.mean(exact) - 1, abs=1e-6)
     assert check.relative_gap >= -1e-6 or check.marginal_error > 1e-3  # below exact only off the marginals
+
+
+def test_step_bound_limits_how_far_a_block_moves_the_code_potential():
+    """One warm block with step_bound b moves every (centred) code potential by at most 2 b eps;
+    unbounded, the code far from every latent is raised much further."""
+    generator = torch.Generator().manual_seed(0)
+    latents, codes = torch.randn(96, 4, generator=generator), torch.randn(16, 4, generator=generator)
+    codes[0] += 20.0  # no latent anywhere near: its entropic mass underflows
+    cost = ((codes[:, None] - latents[None]) ** 2).sum(-1)[None]  # (1, 16, 96)
+    weights = torch.full((1, 16), 1 / 16)
+    start = torch.zeros(1, 16)
+    eps = 0.1 * cost[0].amin(0).mean().item()  # epsilon 0.1 x the mean nearest-code cost
+    options = dict(epsilon=0.1, max_iterations=10, check_every=10, code_potential=start)
+    free = sinkhorn_transport(cost, weights, **options).code_potential
+    bounded = sinkhorn_transport(cost, weights, step_bound=2.0, **options).code_potential
+    assert (bounded - start).abs().max() <= 2 * 2.0 * eps + 1e-5
+    assert (free - start).abs().max() > 4 * 2.0 * eps

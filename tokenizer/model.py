@@ -40,6 +40,7 @@ class VQWAEConfig:
     sinkhorn_check_every: int = 50  # absorb the scalings and test the tolerance every N iterations
     sinkhorn_warm_start: bool = True
     sinkhorn_plan: str = "assignment"  # assignment (Laguerre cells of the code potential) | entropic
+    sinkhorn_step_bound: float = 0.0  # > 0: a block moves a code potential by <= this x eps (0 = unbounded)
     # What the OT term pulls each latent towards (assignment plan): `cell`, its OT cell's code (the
     # paper's gradient), or `nearest`, the code that decodes it; the codebook is trained by OT either way.
     ot_encoder_target: str = "cell"
@@ -67,6 +68,7 @@ class VQWAEConfig:
             check_positive(f"model.{name}", getattr(self, name))
         check_positive("model.num_res_blocks", self.num_res_blocks, allow_zero=True)
         check_positive("model.init_noise", self.init_noise, allow_zero=True)
+        check_positive("model.sinkhorn_step_bound", self.sinkhorn_step_bound, allow_zero=True)
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must lie in (0, 1), got {self.ema_decay}")
         check_positive("model.dead_code_threshold", self.dead_code_threshold, allow_zero=True)
@@ -171,6 +173,7 @@ class VQWAE(
                     tolerance=config.sinkhorn_tolerance,
                     check_every=config.sinkhorn_check_every,
                     plan_type=config.sinkhorn_plan,
+                    step_bound=config.sinkhorn_step_bound,
                 ),
                 exact_max_iterations=config.exact_max_iterations,
                 warm_start=config.sinkhorn_warm_start,

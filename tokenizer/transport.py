@@ -9,6 +9,7 @@ dual potential (centred). Nothing here knows about models or training.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +105,7 @@ def sinkhorn_transport(
     anneal_factor: float = 0.5,
     plan_type: str = "entropic",
     dense_plan: bool = True,
+    step_bound: float = 0.0,
 ) -> TransportResult:
     """Batched entropic OT (Sinkhorn) for all P problems at once, on the tensors' own device, fp32.
 
@@ -126,6 +128,11 @@ def sinkhorn_transport(
     Returns the cost of the returned plan, <plan, cost_matrix>. dense_plan=False (assignment only)
     skips building the (P, K, N) plan: `cells` says everything, and the caller differentiates the
     cost of the assigned pairs itself (the quantizer does: no dense backward through C).
+    step_bound > 0 bounds the code scalings to [e^-b, e^b], so one block moves a code's potential
+    by at most b x eps. Unbounded, a code with no mass in the batch is raised by up to
+    eps x log(pi_k / 1e-30), about 62 eps, while a full code can fall by at most eps x log(1 / pi_k)
+    (6 eps at K = 512): warm-started across steps, codes that alternate between empty and full
+    drift upwards (BENCHMARKS.md section 0, the 10-epoch run).
     """
     _check_shapes(cost_matrix, code_weights)
     if epsilon_scale not in ("nearest", "mean"):
@@ -194,6 +201,8 @@ def sinkhorn_transport(
             for _ in range(min(check_every, max_iterations - iterations)):
                 code_sums = torch.bmm(latent_scaling.transpose(1, 2), plan)  # (P, 1, K)
                 code_scaling = code_mass / code_sums.clamp_min(1e-30)
+                if step_bound > 0:
+                    code_scaling = code_scaling.clamp(math.exp(-step_bound), math.exp(step_bound))
                 latent_sums = torch.bmm(plan, code_scaling.transpose(1, 2))  # (P, N, 1)
                 latent_scaling = latent_mass / latent_sums.clamp_min(1e-30)
                 iterations += 1
