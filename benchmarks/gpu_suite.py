@@ -41,7 +41,7 @@ import torch
 from common import device_name, mnist_batch, time_side_by_side
 from train_step import make_step
 
-from tokenizer.checkpointing import list_checkpoints
+from tokenizer.checkpointing import list_checkpoints, read_state
 from tokenizer.config import load_config
 from tokenizer.train_config import TokenizerTrainConfig
 
@@ -110,6 +110,12 @@ def ot_table(rounds: int) -> str:
     return result.stdout if result.returncode == 0 else f"failed:\n{result.stderr[-2000:]}"
 
 
+def latest_step(folder: Path) -> int:
+    """The step of the newest complete checkpoint in a run folder (0 when there is none)."""
+    checkpoints = list_checkpoints(folder)
+    return read_state(checkpoints[-1])["step"] if checkpoints else 0
+
+
 def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, train_args: list[str]) -> dict:
     """Advance the 100-epoch run by `minutes`, pack what the next call needs into run-100ep.tar."""
     folder = out / "run-100ep"
@@ -122,7 +128,7 @@ def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, t
                 "checkpoints_to_keep=1", "log_with=none"]  # fmt: skip
     if not dry_run:
         settings += ["checkpoint_every=10000", "validate_every=50000", "log_every=500"]
-    before = list_checkpoints(folder)
+    start_step = latest_step(folder)  # read now: checkpoints_to_keep=1 deletes it during the chunk
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, str(ROOT / "tokenizer/train.py"), "--config", config, *settings, *train_args],
@@ -131,9 +137,7 @@ def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, t
     elapsed = time.monotonic() - started
     if result.returncode != 0:
         return {"error": result.stderr[-3000:]}
-    checkpoints = list_checkpoints(folder)
-    step = int(checkpoints[-1].name.split("_")[-1]) if checkpoints else 0
-    start_step = int(before[-1].name.split("_")[-1]) if before else 0
+    checkpoints, step = list_checkpoints(folder), latest_step(folder)
     summary = {"config": config, "settings": settings + train_args, "start_step": start_step, "step": step,
                "of": steps, "chunk_seconds": round(elapsed, 1), "finished": (folder / "final").is_dir()}  # fmt: skip
     if summary["finished"] and not dry_run:

@@ -21,7 +21,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from tokenizer.config import run_cli
-from tokenizer.metrics import psnr
+from tokenizer.data import channels_of
+from tokenizer.metrics import code_histogram, psnr
 
 from .pipeline_vqwae import VQWAEPipeline
 
@@ -42,11 +43,10 @@ def code_map(codes: torch.Tensor, codebook_size: int, cell: int = 24) -> Image.I
     return image
 
 
-def histogram(codes: torch.Tensor, codebook_size: int, height: int = 120) -> Image.Image:
-    """Bars of how often each code occurs (one pixel column per code, 2 wide)."""
-    counts = torch.bincount(codes.flatten(), minlength=codebook_size).float()
+def histogram(counts: torch.Tensor, height: int = 120) -> Image.Image:
+    """Bars of code counts (K,) from `code_histogram` (one column per code, 2 pixels wide)."""
     bars = (counts / counts.max().clamp_min(1) * (height - 1)).round().long()
-    canvas = np.full((height, 2 * codebook_size), 255, np.uint8)
+    canvas = np.full((height, 2 * len(counts)), 255, np.uint8)
     for code, bar in enumerate(bars.tolist()):
         if bar:
             canvas[height - bar :, 2 * code : 2 * code + 2] = 30
@@ -73,6 +73,7 @@ class Demo:
         self.pipe = pipe
         config = pipe.tokenizer.config
         self.channels, self.size, self.codebook_size = config.in_channels, config.image_size, config.codebook_size
+        self._test_split = None  # the MNIST test split, loaded on the first test-digit request
 
     @property
     def class_choices(self) -> list[str]:
@@ -99,8 +100,7 @@ class Demo:
     def prepare(self, image: Image.Image) -> tuple[torch.Tensor, list[str]]:
         """A PIL image -> (1, C, S, S) in [0, 1] for the tokenizer, with notes on what changed."""
         notes = []
-        grey = image.mode in ("L", "1", "I", "I;16", "F")
-        if self.channels == 1 and not grey:
+        if self.channels == 1 and channels_of(image) != 1:
             image, notes = image.convert("L"), [f"converted the {image.mode} image to grey"]
         image = image.convert("L" if self.channels == 1 else "RGB")
         if image.size != (self.size, self.size):
@@ -136,15 +136,15 @@ class Demo:
         except Exception as error:  # the page shows a message, never a traceback
             return None, None, None, None, f"**Error:** unexpected {type(error).__name__}: {error}"
         score = psnr(reconstruction, images).item()
-        used = int(torch.unique(codes).numel())
-        message = "; ".join([f"PSNR {score:.2f} dB, {used} distinct codes", *notes])
+        counts = code_histogram(codes.cpu(), self.codebook_size)
+        message = "; ".join([f"PSNR {score:.2f} dB, {int((counts > 0).sum())} distinct codes", *notes])
         return (grid_image(images), grid_image(reconstruction), code_map(codes[0].cpu(), self.codebook_size),
-                histogram(codes.cpu(), self.codebook_size), message)  # fmt: skip
+                histogram(counts), message)  # fmt: skip
 
     def test_digit(self, index: int) -> Image.Image:
         from tokenizer.data import DataConfig, load_images
 
-        if not hasattr(self, "_test_split"):
+        if self._test_split is None:
             # At the tokenizer's size, resized as in training (MNIST: bilinear 28 -> 32).
             self._test_split = load_images(DataConfig(image_size=self.size), 1)["test"]
         split = self._test_split

@@ -15,3 +15,20 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def train(monkeypatch):
+    """Run stage one in-process on the tiny config with `key=value` overrides (from the repo root,
+    Accelerate's process-wide state reset around each run)."""
+    from tests.helpers import reset_accelerate
+    from tokenizer import train as train_module
+
+    monkeypatch.chdir(ROOT)
+
+    def run(*overrides):
+        reset_accelerate()
+        return train_module.main(["--config", "configs/tokenizer/tiny.yaml", *overrides])
+
+    yield run
+    reset_accelerate()

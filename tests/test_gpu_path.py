@@ -106,20 +106,6 @@ def test_warm_sinkhorn_is_a_fixed_budget_without_host_reads(monkeypatch):
     torch.testing.assert_close(warm.cells, checked.cells)
 
 
-@pytest.fixture
-def train(repo_root, monkeypatch):
-    from tokenizer import train as train_module
-
-    monkeypatch.chdir(repo_root)
-
-    def run(*overrides):
-        reset_accelerate()
-        return train_module.main(["--config", "configs/tokenizer/tiny.yaml", *overrides])
-
-    yield run
-    reset_accelerate()
-
-
 def test_compiled_training_matches_eager(train, tmp_path, monkeypatch):
     """compile=true (torch.compile, inductor on the CPU) trains to the same losses as eager within
     1e-5, and its checkpoints and final weights keep the eager keys (resumable either way).

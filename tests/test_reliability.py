@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import ROOT, read_metrics, reset_accelerate, run_script
+from tests.helpers import ROOT, read_metrics, run_script
 from tokenizer import train as tokenizer_train
 from tokenizer.checkpointing import list_checkpoints, resolve_resume
 
@@ -107,18 +107,6 @@ def test_partial_checkpoints_are_never_picked(tmp_path, capsys):
     assert resolve_resume("latest", tmp_path).name == "step_00000004"
     assert resolve_resume("latest", tmp_path / "fresh") is None
     assert "starting fresh" in capsys.readouterr().out
-
-
-@pytest.fixture
-def train(monkeypatch):
-    monkeypatch.chdir(ROOT)
-
-    def run(*overrides):
-        reset_accelerate()
-        return tokenizer_train.main(["--config", "configs/tokenizer/tiny.yaml", *overrides])
-
-    yield run
-    reset_accelerate()
 
 
 def poison_step(monkeypatch, bad_step: int):

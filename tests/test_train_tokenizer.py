@@ -7,23 +7,10 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
-from tests.helpers import read_metrics, reset_accelerate, run_script
+from tests.helpers import read_metrics, run_script
 from tokenizer import VQWAE
-from tokenizer import train as train_module
 
 TINY = "configs/tokenizer/tiny.yaml"
-
-
-@pytest.fixture
-def train(repo_root, monkeypatch):
-    monkeypatch.chdir(repo_root)
-
-    def run(*overrides):
-        reset_accelerate()
-        return train_module.main(["--config", TINY, *overrides])
-
-    yield run
-    reset_accelerate()
 
 
 def test_tiny_run_lowers_loss_and_writes_checkpoints(train, tmp_path):

@@ -98,7 +98,8 @@ def load_mnist(image_size: int) -> datasets.DatasetDict:
     )
 
 
-def _channels_of(image: Image.Image) -> int:
+def channels_of(image: Image.Image) -> int:
+    """1 for a grey PIL image (any bit depth), else 3."""
     return 1 if image.mode in ("L", "1", "I", "I;16", "F") else 3
 
 
@@ -139,10 +140,10 @@ def _images_to_pixels(batch: dict, config: DataConfig, channels: int) -> dict:
             pixels.append(np.zeros((channels, config.image_size, config.image_size), np.uint8))
             valid.append(False)
         else:
-            if _channels_of(image) != channels:
+            if channels_of(image) != channels:
                 raise ValueError(
-                    f"images have {_channels_of(image)} channel(s) ({image.mode}) but the tokenizer expects "
-                    f"{channels}; set model.in_channels={_channels_of(image)}"
+                    f"images have {channels_of(image)} channel(s) ({image.mode}) but the tokenizer expects "
+                    f"{channels}; set model.in_channels={channels_of(image)}"
                 )
             pixels.append(_resize_crop(image, config.image_size, channels))
             valid.append(True)
