@@ -37,15 +37,17 @@ def time_side_by_side(functions: dict, rounds: int = 20, warmup: int = 3, device
 
 def mnist_batch(batch_size: int = 32, offset: int = 0) -> torch.Tensor:
     """A batch of the embedded MNIST training images in [0, 1], (B, 1, 32, 32). On a machine
-    without `datasets` (a bare GPU box), $BENCHMARK_MNIST_NPZ may point at an .npz holding the
-    28x28 uint8 training images as `train`; they get the same bilinear resize."""
+    without `datasets` (a bare GPU box), $BENCHMARK_MNIST_NPZ may point at an .npz holding uint8
+    training images as `train`: the data pipeline's (B, 1, 32, 32) as benchmarks/device_wheels.sh
+    writes them, or raw (B, 28, 28) ones, which get the pipeline's bilinear resize."""
     npz = os.environ.get("BENCHMARK_MNIST_NPZ")
     if npz:
         import numpy as np
 
-        pixels = torch.from_numpy(np.load(npz)["train"][offset : offset + batch_size]).float()[:, None]
-        resized = torch.nn.functional.interpolate(pixels, size=(32, 32), mode="bilinear", align_corners=False)
-        return resized.round().clamp(0, 255) / 255.0
+        pixels = torch.from_numpy(np.load(npz)["train"][offset : offset + batch_size]).float()
+        if pixels.dim() == 3:
+            pixels = torch.nn.functional.interpolate(pixels[:, None], size=(32, 32), mode="bilinear")
+        return pixels.round().clamp(0, 255) / 255.0
     from tokenizer.data import DataConfig, load_images, to_unit_range
 
     split = load_images(DataConfig(), 1)["train"]

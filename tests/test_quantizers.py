@@ -92,13 +92,14 @@ def test_global_ot_is_emd2_over_all_latents_times_positions(solver):
     assert output.transport_loss.item() == pytest.approx(16 * expected.item(), rel=1e-3 if solver == "exact" else 0.02)
 
 
-@pytest.mark.parametrize("scope", ["global", "position"])
-def test_assignment_loss_has_the_dense_plans_value_and_gradients(scope):
+@pytest.mark.parametrize("scope,relaxation", [("global", 0.0), ("position", 0.0), ("global", 2.0)])
+def test_assignment_loss_has_the_dense_plans_value_and_gradients(scope, relaxation):
     """The quantizer differentiates the assignment plan through its (latent, cell) pairs only; the
-    dense route (<plan, C> with the plan as d/dC, back through the distances) must agree."""
+    dense route (<plan, C> with the plan as d/dC, back through the distances) must agree, with
+    the balanced solver and the semi-relaxed one (code_relaxation)."""
     torch.manual_seed(3)
     quantizer = wasserstein(grid_size=2, scope=scope, solver="sinkhorn")
-    quantizer.sinkhorn_options = dict(quantizer.sinkhorn_options, plan_type="assignment")
+    quantizer.sinkhorn_options = dict(quantizer.sinkhorn_options, plan_type="assignment", code_relaxation=relaxation)
     quantizer.code_logits.data.normal_()
     latents = torch.randn(5, 4, 2, 2, requires_grad=True)
     start = quantizer.code_potential.clone()
@@ -280,3 +281,25 @@ def test_nearest_encoder_target_keeps_the_ot_value_and_codebook_gradient():
             quantizer.transport(z, distances, codes if given else None)[0].backward()
             computed.append(z.grad)
         torch.testing.assert_close(computed[0], computed[1])
+
+
+def test_code_relaxation_reaches_the_solver_from_the_config():
+    """model.sinkhorn_code_relaxation: the carried potential after a training forward is the one a
+    direct semi-relaxed solve of the same problem gives (uncentred: its level is part of it)."""
+    torch.manual_seed(0)
+    model = VQWAE(VQWAEConfig(**TINY, sinkhorn_code_relaxation=2.0, sinkhorn_iterations=30, sinkhorn_check_every=30))
+    model.train()
+    images = torch.rand(4, 1, 32, 32)
+    model(images)  # initialises the codebook and the potential
+    start = model.quantizer.code_potential.clone()
+    latents = model.encoder(images)
+    model.quantizer(latents)
+    grid = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+    cost = squared_distances(grid, model.quantizer.codebook).t()[None]
+    options = dict(model.quantizer.sinkhorn_options, dense_plan=False)
+    expected = sinkhorn_transport(cost, model.quantizer.code_weights(), code_potential=start, **options)
+    assert options["code_relaxation"] == 2.0
+    torch.testing.assert_close(model.quantizer.code_potential, expected.code_potential)
+    assert expected.code_potential.mean().abs() > 1e-6  # not re-centred
+    with pytest.raises(ValueError, match="sinkhorn_code_relaxation"):
+        VQWAEConfig(sinkhorn_code_relaxation=-1.0)

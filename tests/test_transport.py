@@ -169,3 +169,52 @@ def test_step_bound_limits_how_far_a_block_moves_the_code_potential():
     bounded = sinkhorn_transport(cost, weights, step_bound=2.0, **options).code_potential
     assert (bounded - start).abs().max() <= 2 * 2.0 * eps + 1e-5
     assert (free - start).abs().max() > 4 * 2.0 * eps
+
+
+def relaxed_problem(seed=0):
+    """16 codes (one 2 units away from the rest) and 96 latents in 4-d: well inside fp32 range."""
+    generator = torch.Generator().manual_seed(seed)
+    latents, codes = torch.randn(96, 4, generator=generator), torch.randn(16, 4, generator=generator)
+    codes[0] += 2.0
+    cost = ((codes[:, None] - latents[None]) ** 2).sum(-1)[None]  # (1, 16, 96)
+    weights = torch.softmax(0.3 * torch.randn(1, 16, generator=generator), -1)
+    return cost, weights
+
+
+@pytest.mark.parametrize("relaxation", [0.5, 4.0])
+def test_relaxed_sinkhorn_matches_pot_semi_relaxed_unbalanced_ot(relaxation):
+    """code_relaxation rho: POT's sinkhorn_unbalanced with reg = eps, reg_m = (rho x scale, inf)
+    (KL to the code weights on the code side, the latent side exact) gives the same plan, and the
+    potential meets the closed-form optimality condition g_k = -tau log(m_k / pi_k)."""
+    cost, weights = relaxed_problem()
+    options = dict(epsilon=0.1, max_iterations=4000, check_every=50, tolerance=1e-9, plan_type="entropic")
+    result = sinkhorn_transport(cost, weights, code_relaxation=relaxation, **options)
+    scale = cost[0].amin(0).mean().item()  # epsilon_scale "nearest"
+    eps, tau = 0.1 * scale, relaxation * scale
+    expected = ot.unbalanced.sinkhorn_unbalanced(
+        weights[0].double().numpy(), np.full(96, 1 / 96), cost[0].double().numpy(), eps, (tau, float("inf")),
+        numItermax=100_000, stopThr=1e-13,
+    )  # fmt: skip
+    plan = result.plan[0].double()
+    np.testing.assert_allclose(plan.numpy(), expected, atol=2e-6)
+    np.testing.assert_allclose(plan.sum(0).numpy(), np.full(96, 1 / 96), atol=1e-6)  # latent side exact
+    code_mass = plan.sum(1)
+    closed_form = -tau * torch.log(code_mass / weights[0].double())
+    np.testing.assert_allclose(result.code_potential[0].double().numpy(), closed_form.numpy(), atol=1e-3 * tau)
+    assert (code_mass - weights[0]).abs().sum() > 1e-3  # relaxed: the code marginal is not forced
+
+
+def test_relaxed_warm_start_forgets_its_history():
+    """The relaxed problem has one potential (no free level): warm-started across many alternating
+    batches, the carried potential ends where a cold solve of the last batch puts it, so it cannot
+    drift. A balanced solver's potential is only defined up to a level; the relaxed one is not."""
+    first, weights = relaxed_problem(seed=1)
+    second, _ = relaxed_problem(seed=2)
+    options = dict(epsilon=0.1, code_relaxation=1.0, check_every=25, max_iterations=25)
+    potential = None
+    for step in range(200):
+        result = sinkhorn_transport(first if step % 2 else second, weights, code_potential=potential, **options)
+        potential = result.code_potential
+    cold = sinkhorn_transport(first, weights, code_relaxation=1.0, epsilon=0.1, max_iterations=4000, tolerance=1e-9)
+    scale = first[0].amin(0).mean().item()
+    assert (potential - cold.code_potential).abs().max() < 0.05 * scale

@@ -41,6 +41,8 @@ class VQWAEConfig:
     sinkhorn_warm_start: bool = True
     sinkhorn_plan: str = "assignment"  # assignment (Laguerre cells of the code potential) | entropic
     sinkhorn_step_bound: float = 0.0  # > 0: a block moves a code potential by <= this x eps (0 = unbounded)
+    # > 0: semi-relaxed OT, the code marginal held to pi by this x cost scale x KL (0 = exact marginals)
+    sinkhorn_code_relaxation: float = 0.0
     # What the OT term pulls each latent towards (assignment plan): `cell`, its OT cell's code (the
     # paper's gradient), or `nearest`, the code that decodes it; the codebook is trained by OT either way.
     ot_encoder_target: str = "cell"
@@ -69,6 +71,7 @@ class VQWAEConfig:
         check_positive("model.num_res_blocks", self.num_res_blocks, allow_zero=True)
         check_positive("model.init_noise", self.init_noise, allow_zero=True)
         check_positive("model.sinkhorn_step_bound", self.sinkhorn_step_bound, allow_zero=True)
+        check_positive("model.sinkhorn_code_relaxation", self.sinkhorn_code_relaxation, allow_zero=True)
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must lie in (0, 1), got {self.ema_decay}")
         check_positive("model.dead_code_threshold", self.dead_code_threshold, allow_zero=True)
@@ -174,6 +177,7 @@ class VQWAE(
                     check_every=config.sinkhorn_check_every,
                     plan_type=config.sinkhorn_plan,
                     step_bound=config.sinkhorn_step_bound,
+                    code_relaxation=config.sinkhorn_code_relaxation,
                 ),
                 exact_max_iterations=config.exact_max_iterations,
                 warm_start=config.sinkhorn_warm_start,

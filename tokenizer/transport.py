@@ -106,6 +106,7 @@ def sinkhorn_transport(
     plan_type: str = "entropic",
     dense_plan: bool = True,
     step_bound: float = 0.0,
+    code_relaxation: float = 0.0,
 ) -> TransportResult:
     """Batched entropic OT (Sinkhorn) for all P problems at once, on the tensors' own device, fp32.
 
@@ -133,6 +134,12 @@ def sinkhorn_transport(
     eps x log(pi_k / 1e-30), about 62 eps, while a full code can fall by at most eps x log(1 / pi_k)
     (6 eps at K = 512): warm-started across steps, codes that alternate between empty and full
     drift upwards (BENCHMARKS.md section 0, the 10-epoch run).
+    code_relaxation rho > 0 solves the semi-relaxed problem instead: the latent marginal stays
+    exact, the code marginal m is held to the code weights by rho x scale x KL(m || pi) rather than
+    exactly (Chizat et al., 2018: the code update u = (pi / K v)^(tau / (tau + eps)), tau = rho x
+    scale). This is the paper's own trade, W(latents, sum_k pi_k c_k) with pi kept near uniform by
+    a KL term, solved inside the step. Its potential has a unique level and stays bounded (at the
+    optimum g_k = -tau log(m_k / pi_k)), so warm starts cannot drift; it is returned uncentred.
     """
     _check_shapes(cost_matrix, code_weights)
     if epsilon_scale not in ("nearest", "mean"):
@@ -158,6 +165,7 @@ def sinkhorn_transport(
         else:
             scale = cost.mean(dim=(-2, -1))
         eps_target = (epsilon * scale).clamp_min(1e-8)[:, None, None]  # (P, 1, 1)
+        tau = code_relaxation * scale.clamp_min(1e-8)[:, None, None]  # (P, 1, 1); 0 = balanced
         # Cold starts anneal epsilon from the mean cost down to the target (epsilon scaling):
         # small-epsilon Sinkhorn from zero potentials needs thousands of iterations.
         if code_potential is None:
@@ -198,9 +206,17 @@ def sinkhorn_transport(
             # Kernel-form scaling iterations around the current potentials: u rescales codes, v
             # latents; both stay near 1, so fp32 is safe. Each is one batched matrix-vector product.
             latent_scaling = torch.ones_like(latent_mass)  # (P, N, 1)
+            if code_relaxation > 0:
+                # Relaxed code update: the new potential is fi x (g + eps log(pi / m)), fi = tau / (tau
+                # + eps), with g this block's absorbed potential and m the code sums of its plan; as a
+                # scaling of that plan, u = (pi / m)^fi x exp((fi - 1) g / eps).
+                exponent = tau / (tau + eps)
+                shrink = ((exponent - 1.0) * potential / eps).exp()  # (P, 1, K)
             for _ in range(min(check_every, max_iterations - iterations)):
                 code_sums = torch.bmm(latent_scaling.transpose(1, 2), plan)  # (P, 1, K)
                 code_scaling = code_mass / code_sums.clamp_min(1e-30)
+                if code_relaxation > 0:
+                    code_scaling = code_scaling.pow(exponent).mul_(shrink)
                 if step_bound > 0:
                     code_scaling = code_scaling.clamp(math.exp(-step_bound), math.exp(step_bound))
                 latent_sums = torch.bmm(plan, code_scaling.transpose(1, 2))  # (P, N, 1)
@@ -220,7 +236,8 @@ def sinkhorn_transport(
             error = (assigned_mass - code_mass).abs().sum(-1).max()
             plan = torch.zeros_like(cost).scatter_(-1, cells, latent_mass) if dense_plan else None
         potential = potential.squeeze(1)
-        potential = potential - potential.mean(-1, keepdim=True)
+        if code_relaxation <= 0:  # balanced: the level is free; centred, as POT's emd2 gradient
+            potential = potential - potential.mean(-1, keepdim=True)
     if not dense_plan:
         assigned_cost = (cost.gather(-1, cells) * latent_mass).sum(dim=(-2, -1))
         return TransportResult(assigned_cost, None, potential, error, iterations, cells.squeeze(-1))
