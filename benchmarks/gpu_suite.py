@@ -242,5 +242,6 @@ def main() -> None:
         section("run_100ep", lambda: run_chunk(out, args.run_from, minutes, args.dry_run, train_args))
     print(markdown(results))
 
+
 if __name__ == "__main__":
     main()

@@ -144,6 +144,7 @@ def test_time_limit_checkpoints_and_resumes(train, tmp_path):
 def test_gpu_suite_dry_run_advances_the_run_across_calls(tmp_path):
     """The device script rehearsed on the CPU (tiny config): its JSON/Markdown report, and a run
     chunk that comes back as one tar, is unpacked, carried into the next call and resumed there."""
+
     def suite(out, *args):
         result = subprocess.run(
             [sys.executable, "benchmarks/gpu_suite.py", "--out", str(out), "--dry-run", *args],
