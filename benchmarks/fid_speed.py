@@ -1,43 +1,76 @@
-"""FID cost: images per second of the Inception feature extractor, and what cached reference
-statistics save on a second call.
+"""FID cost: Inception images per second by memory layout, precision and batch size (measured side
+by side on the same images), the FID each precision gives on the same real sets, and what cached
+reference statistics save on a second call.
 
-    python benchmarks/fid_speed.py [--n 200]
+    python benchmarks/fid_speed.py [--n 256] [--fid-n 500]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
 import torch
-from common import device_name, mnist_batch
+from common import device_name
 
 from tokenizer import fid_score
+from tokenizer.data import DataConfig, load_images
+
+SETTINGS = [  # (label, channels_last, precision, batch size)
+    ("NCHW, fp32, batch 64 (torch-fidelity's own loop)", False, "fp32", 64),
+    ("NCHW, fp32, batch 16", False, "fp32", 16),
+    ("channels-last, fp32, batch 64 (default)", True, "fp32", 64),
+    ("channels-last, fp32, batch 16", True, "fp32", 16),
+    ("NCHW, bf16 autocast, batch 64", False, "bf16", 64),
+    ("channels-last, bf16 autocast, batch 64", True, "bf16", 64),
+]
+
+
+def images_per_second(images: torch.Tensor, channels_last: bool, precision: str, batch_size: int) -> float:
+    extractor = fid_score.feature_extractor(channels_last=channels_last, device="cpu")
+    fid_score.inception_features(images[:8], extractor, batch_size=8, precision=precision)  # warm-up
+    start = time.perf_counter()
+    fid_score.inception_features(images, extractor, batch_size=batch_size, precision=precision)
+    return len(images) / (time.perf_counter() - start)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=200)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=256, help="images per speed measurement")
+    parser.add_argument("--fid-n", type=int, default=500, help="test vs train images for the precision check")
     args = parser.parse_args()
-    images = (mnist_batch(args.n, 0) * 255).round().to(torch.uint8)
-    with tempfile.TemporaryDirectory() as cache:
-        import os
+    splits = load_images(DataConfig(image_size=32), 1)
+    test = splits["test"][: max(args.n, args.fid_n)]["pixel_values"].to(torch.uint8)
+    train = splits["train"][: args.fid_n]["pixel_values"].to(torch.uint8)
+    print(f"device: {device_name()}, torch {torch.__version__}\n")
+    print(f"| setting | Inception images/s ({args.n} MNIST test images) |\n|---|---|")
+    for label, channels_last, precision, batch_size in SETTINGS:
+        print(
+            f"| {label} | {images_per_second(test[: args.n], channels_last, precision, batch_size):.1f} |", flush=True
+        )
 
+    print(f"\n| precision | FID, first {args.fid_n} test vs first {args.fid_n} train images | seconds |\n|---|---|---|")
+    results = {}
+    for precision in ("fp32", "bf16"):
+        start = time.perf_counter()
+        results[precision] = fid_score.compute_fid(test[: args.fid_n], train, cache=False, precision=precision).fid
+        print(f"| {precision} | {results[precision]:.4f} | {time.perf_counter() - start:.1f} |", flush=True)
+    print(f"\nbf16 - fp32: {100 * (results['bf16'] / results['fp32'] - 1):+.2f}%")
+
+    with tempfile.TemporaryDirectory() as cache:
         os.environ["VQWAE_CACHE"] = cache
         fid_score.resolve_inception_weights()  # convert once, outside the timings
-        start = time.perf_counter()
-        first = fid_score.compute_fid(images, "mnist:test", reference_n=args.n)
-        cold = time.perf_counter() - start
-        start = time.perf_counter()
-        second = fid_score.compute_fid(images, "mnist:test", reference_n=args.n)
-        warm = time.perf_counter() - start
-    print(f"device: {device_name()}; {args.n} samples vs {args.n} mnist:test images\n")
-    print("| call | seconds | Inception images/s |")
-    print("|---|---|---|")
-    print(f"| first (features of samples and reference) | {cold:.1f} | {2 * args.n / cold:.1f} |")
-    print(f"| second (reference statistics from cache) | {warm:.1f} | {args.n / warm:.1f} |")
-    print(f"\nFID {first.fid:.2f} both times: {abs(first.fid - second.fid) < 1e-6}")
+        calls = []
+        for _ in range(2):
+            start = time.perf_counter()
+            fid = fid_score.compute_fid(test[: args.n], "mnist:test", reference_n=args.n).fid
+            calls.append((time.perf_counter() - start, fid))
+    print(f"\nfirst call (features of samples and reference): {calls[0][0]:.1f} s; second (reference statistics")
+    print(
+        f"from the cache): {calls[1][0]:.1f} s; FID {calls[0][1]:.3f} both times: {abs(calls[0][1] - calls[1][1]) < 1e-9}"
+    )
 
 
 if __name__ == "__main__":

