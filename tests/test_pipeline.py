@@ -124,3 +124,20 @@ def test_fid_cli_prints_json(pipeline_dir, tmp_path, capsys, monkeypatch):
     result = json.loads(out[out.index("{\n") :])
     assert result["n"] == 8 and result["reference"] == "mnist:test" and result["fid"] > 0
     assert "inception-v3-compat" in result["extractor"]
+
+
+def test_fid_cli_class_conditional_with_guidance(pipeline_dir, tmp_path, capsys, monkeypatch):
+    """--each-class --guidance-scale: the samples are drawn n / num_classes per class with that
+    guidance; --precision bf16 reaches the Inception pass."""
+    from pipelines import fid
+
+    monkeypatch.setenv("VQWAE_CACHE", str(tmp_path / "cache"))
+    seen = []
+    original = VQWAEPipeline.__call__
+    monkeypatch.setattr(VQWAEPipeline, "__call__", lambda self, **kw: seen.append(kw) or original(self, **kw))
+    arguments = ["--pipeline", str(pipeline_dir), "--n", "10", "--reference-n", "10"]
+    fid.main([*arguments, "--each-class", "--guidance-scale", "2", "--precision", "bf16"])
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{\n") :])
+    assert result["n"] == 10 and "bf16" in result["extractor"]
+    assert seen[0]["class_labels"] == "each" and seen[0]["guidance_scale"] == 2.0
