@@ -1,7 +1,7 @@
 """FID of a pipeline's samples against a reference split, as JSON.
 
 python -m pipelines.fid --pipeline DIR --n N --reference mnist:test [--reference-n M]
-    [--each-class --guidance-scale 2] [--precision bf16]
+    [--each-class --guidance-scale 2]
 
 --each-class samples n / num_classes images of every class (class-conditional priors), the
 standard class-conditional gFID; --guidance-scale is classifier-free guidance for those samples.
@@ -37,9 +37,6 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16"], help="Inception precision (bf16: autocast)"
-    )
     args = parser.parse_args(argv)
     sampling = dict(temperature=args.temperature, top_k=args.top_k)
     if args.each_class:
@@ -49,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = VQWAEPipeline.from_pretrained(args.pipeline).to("cuda" if torch.cuda.is_available() else "cpu")
     result = pipe.fid(
         n=args.n, reference=args.reference, reference_n=args.reference_n, batch_size=args.batch_size,
-        generator=torch.Generator().manual_seed(args.seed), weights_path=args.weights, precision=args.precision,
+        generator=torch.Generator().manual_seed(args.seed), weights_path=args.weights,
         **sampling,
     )  # fmt: skip
     print(json.dumps(asdict(result), indent=2))

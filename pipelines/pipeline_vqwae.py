@@ -132,16 +132,14 @@ class VQWAEPipeline:
         return VQWAEPipelineOutput(_to_pil(images), codes)
 
     def fid(self, n: int = 10000, reference: str = "mnist:test", reference_n: int | None = None, batch_size: int = 64,
-            generator: torch.Generator | None = None, weights_path: str | None = None, precision: str = "fp32",
-            **sampling) -> FIDResult:  # fmt: skip
+            generator: torch.Generator | None = None, weights_path: str | None = None, **sampling) -> FIDResult:  # fmt: skip
         """FID of `n` samples (drawn with `sampling`, e.g. class_labels="each", guidance_scale=2)
-        against `reference` (SOURCE:SPLIT), torch-fidelity's Inception in `precision` (fp32, bf16)."""
+        against `reference` (SOURCE:SPLIT), through torch-fidelity's Inception and FID."""
         if generator is None:
             generator = torch.Generator().manual_seed(0)
         images = self(n=n, generator=generator, batch_size=batch_size, output_type="pt", **sampling).images
         return compute_fid(
             images, reference, reference_n=reference_n, weights_path=weights_path, batch_size=batch_size,
-            precision=precision,
         )  # fmt: skip
 
     @property

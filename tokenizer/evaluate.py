@@ -77,9 +77,7 @@ def evaluate_reconstruction(
 
 
 @torch.no_grad()
-def reconstruction_fid(
-    model: VQWAE, split, batch_size: int = 256, reference: str | None = None, precision: str = "fp32"
-) -> FIDResult:
+def reconstruction_fid(model: VQWAE, split, batch_size: int = 256, reference: str | None = None) -> FIDResult:
     """rFID: FID between the tokenizer's reconstructions of `split` and the originals. When `split`
     is the first len(split) images of a named `reference` (`SOURCE:SPLIT`), the originals'
     statistics come from (and go to) the FID cache, so scoring several tokenizers pays them once."""
@@ -90,8 +88,8 @@ def reconstruction_fid(
         images = to_unit_range(originals[start : start + batch_size]).to(device)
         reconstructions.append(model.decode(model.encode(images)).clamp(0, 1).cpu())
     if reference is not None:
-        return compute_fid(torch.cat(reconstructions), reference, reference_n=len(originals), precision=precision)
-    result = compute_fid(torch.cat(reconstructions), originals, precision=precision)
+        return compute_fid(torch.cat(reconstructions), reference, reference_n=len(originals))
+    result = compute_fid(torch.cat(reconstructions), originals)
     result.reference = "originals"
     return result
 
@@ -105,7 +103,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-batches", type=int, default=None)
     parser.add_argument("--rfid", action="store_true", help="also score rFID: reconstructions vs originals")
     parser.add_argument("--rfid-n", type=int, default=None, help="rFID on the first N images (default: all scored)")
-    parser.add_argument("--fid-precision", default="fp32", choices=["fp32", "bf16"], help="Inception precision")
     args = parser.parse_args(argv)
     model = load_tokenizer(args.tokenizer)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -118,9 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
         limit = len(split) if args.max_batches is None else min(len(split), args.max_batches * args.batch_size)
         limit = min(len(split), args.rfid_n) if args.rfid_n else limit
         reference = f"{args.source}:{args.split}"  # the same images, by name: its statistics are cached
-        result["rfid"] = asdict(
-            reconstruction_fid(model, split.select(range(limit)), args.batch_size, reference, args.fid_precision)
-        )
+        result["rfid"] = asdict(reconstruction_fid(model, split.select(range(limit)), args.batch_size, reference))
     result.update(tokenizer=args.tokenizer, split=args.split, source=args.source)
     print(json.dumps(result, indent=2))
     return result

