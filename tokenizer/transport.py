@@ -19,7 +19,7 @@ import torch
 @dataclass
 class TransportResult:
     """cost (P,) differentiable (detached when the dense plan was not built); plan (P, K, N),
-    code_potential (P, K) and marginal_error detached. cells (P, N): for the assignment plan, the
+    code_potential (P, K) (centred, except for a semi-relaxed solve) and marginal_error detached. cells (P, N): for the assignment plan, the
     code each latent goes to wholly (its Laguerre cell); None for other plans."""
 
     cost: torch.Tensor
