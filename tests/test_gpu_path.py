@@ -155,9 +155,11 @@ def test_gpu_suite_dry_run_advances_the_run_across_calls(tmp_path):
 
     first = suite(tmp_path / "call1")
     assert set(first["step_ms"]) == {
-        f"{m}, {mode}" for m in ("VQ-VAE", "VQ-WAE") for mode in ("eager", "compiled", "bf16")
+        f"{m}, {mode}"
+        for m in ("VQ-VAE", "VQ-WAE")
+        for mode in ("eager", "compiled", "compiled, layout_optimization off", "bf16")
     }
-    assert all(value > 0 for value in first["step_ms"].values())
+    assert all(isinstance(value, float) and value > 0 for value in first["step_ms"].values())  # none failed
     assert first["run_100ep"]["step"] == 1 and not first["run_100ep"]["finished"]
     assert "VQ-WAE / VQ-VAE, compiled" in (tmp_path / "call1" / "gpu_suite.md").read_text()
     assert sorted(path.name for path in (tmp_path / "call1").iterdir()) == [
