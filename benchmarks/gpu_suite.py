@@ -110,9 +110,10 @@ def step_times(configs: dict, device: str, rounds: int) -> dict:
     for label, step in list(steps.items()):
         # Inductor may turn convolutions channels-last, and on torch 2.11 CUDA the backward's fake
         # strides then mismatch (pytorch/pytorch#171622): one compiled mode runs without that.
-        layout = label.endswith(NO_LAYOUT) and torch._inductor.config.patch(layout_optimization=False)
+        no_layout = label.endswith(NO_LAYOUT)
+        context = torch._inductor.config.patch(layout_optimization=False) if no_layout else contextlib.nullcontext()
         try:  # a mode that fails here (a compiler error, say) is reported, the others still timed
-            with layout or contextlib.nullcontext():
+            with context:
                 step()  # the first call compiles
         except Exception as error:  # noqa: BLE001
             first_line = (str(error).splitlines() or [""])[0]
@@ -179,11 +180,10 @@ def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, t
 
 def chunk_mode(step_ms) -> list[str]:
     """compile=true for the long run when the compiled VQ-WAE step measured >= 10% faster."""
-    if isinstance(step_ms, dict) and isinstance(step_ms.get("VQ-WAE, eager"), float):
-        if isinstance(step_ms.get("VQ-WAE, compiled"), float):
-            if step_ms["VQ-WAE, compiled"] < 0.9 * step_ms["VQ-WAE, eager"]:
-                return ["compile=true"]
-    return []
+    step_ms = step_ms if isinstance(step_ms, dict) else {}  # the section's error dict has no times
+    eager, compiled = step_ms.get("VQ-WAE, eager"), step_ms.get("VQ-WAE, compiled")  # a string when failed
+    faster = isinstance(eager, float) and isinstance(compiled, float) and compiled < 0.9 * eager
+    return ["compile=true"] if faster else []
 
 
 def markdown(results: dict) -> str:

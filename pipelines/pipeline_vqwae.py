@@ -138,9 +138,7 @@ class VQWAEPipeline:
         if generator is None:
             generator = torch.Generator().manual_seed(0)
         images = self(n=n, generator=generator, batch_size=batch_size, output_type="pt", **sampling).images
-        return compute_fid(
-            images, reference, reference_n=reference_n, weights_path=weights_path, batch_size=batch_size,
-        )  # fmt: skip
+        return compute_fid(images, reference, reference_n=reference_n, weights_path=weights_path, batch_size=batch_size)
 
     @property
     def codebook_size(self) -> int:

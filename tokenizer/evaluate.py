@@ -77,19 +77,22 @@ def evaluate_reconstruction(
 
 
 @torch.no_grad()
+def reconstruct(model: VQWAE, originals: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> the tokenizer's reconstructions in [0, 1], on the CPU, in batches."""
+    device = next(model.parameters()).device
+    batches = (to_unit_range(batch).to(device) for batch in originals.split(batch_size))  # one at a time
+    return torch.cat([model.decode(model.encode(images)).clamp(0, 1).cpu() for images in batches])
+
+
 def reconstruction_fid(model: VQWAE, split, batch_size: int = 256, reference: str | None = None) -> FIDResult:
     """rFID: FID between the tokenizer's reconstructions of `split` and the originals. When `split`
     is the first len(split) images of a named `reference` (`SOURCE:SPLIT`), the originals'
     statistics come from (and go to) the FID cache, so scoring several tokenizers pays them once."""
-    device = next(model.parameters()).device
     originals = split[:]["pixel_values"].to(torch.uint8)
-    reconstructions = []
-    for start in range(0, len(originals), batch_size):
-        images = to_unit_range(originals[start : start + batch_size]).to(device)
-        reconstructions.append(model.decode(model.encode(images)).clamp(0, 1).cpu())
+    reconstructions = reconstruct(model, originals, batch_size)
     if reference is not None:
-        return compute_fid(torch.cat(reconstructions), reference, reference_n=len(originals))
-    result = compute_fid(torch.cat(reconstructions), originals)
+        return compute_fid(reconstructions, reference, reference_n=len(originals))
+    result = compute_fid(reconstructions, originals)
     result.reference = "originals"
     return result
 

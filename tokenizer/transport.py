@@ -4,7 +4,7 @@ Every problem p transports the code distribution `code_weights[p]` (K codes) ont
 distribution (N latents, uniform unless given) at cost `cost_matrix[p]` (K, N). Both solvers
 return the transport cost <plan, cost> as a differentiable scalar per problem with the gradient
 semantics of POT's `emd2`: d cost / d cost_matrix = plan, d cost / d code_weights = the code-side
-dual potential (centred). Nothing here knows about models or training.
+dual potential (centred for the balanced problems; see `sinkhorn_transport` for the relaxed one). Nothing here knows about models or training.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import torch
 @dataclass
 class TransportResult:
     """cost (P,) differentiable (detached when the dense plan was not built); plan (P, K, N),
-    code_potential (P, K) (centred, except for a semi-relaxed solve) and marginal_error detached. cells (P, N): for the assignment plan, the
-    code each latent goes to wholly (its Laguerre cell); None for other plans."""
+    code_potential (P, K) (centred, except for a semi-relaxed solve) and marginal_error detached.
+    cells (P, N): for the assignment plan, the code each latent goes to wholly (its Laguerre cell);
+    None for other plans."""
 
     cost: torch.Tensor
     plan: torch.Tensor | None
