@@ -41,9 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 METRICS = ["psnr", "ssim", "rfid", "perplexity", "codes_used"]
 
 
-def parse_variants(specs: list[list[str]], steps: int) -> dict[str, tuple[str, list[str]]]:
-    """[[NAME, CONFIG, k=v, ...], ...] -> {NAME: (CONFIG, overrides)}, every config loaded once so
-    a bad name, file or override is one clear error before anything trains."""
+def parse_variants(
+    specs: list[list[str]], fixed: list[str], config_class: type = TokenizerTrainConfig
+) -> dict[str, tuple[str, list[str]]]:
+    """[[NAME, CONFIG, k=v, ...], ...] -> {NAME: (CONFIG, overrides)}, every config loaded once (as
+    `config_class`, with the `fixed` overrides every run gets) so a bad name, file or override is
+    one clear error before anything trains."""
     variants = {}
     for spec in specs:
         if len(spec) < 2:
@@ -54,7 +57,7 @@ def parse_variants(specs: list[list[str]], steps: int) -> dict[str, tuple[str, l
         if name in variants:
             raise ValueError(f"variant name {name!r} is given twice")
         try:
-            load_config(TokenizerTrainConfig, config, [*overrides, f"max_steps={steps}"])
+            load_config(config_class, config, [*overrides, *fixed])
         except ValueError as error:
             raise ValueError(f"variant {name!r}: {error}") from None
         variants[name] = (config, overrides)
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--timing-rounds", type=int, default=20, help="0 skips the step-time ratios")
     args = parser.parse_args(argv)
     try:
-        variants = parse_variants(args.variant, args.steps)
+        variants = parse_variants(args.variant, [f"max_steps={args.steps}"])
     except ValueError as error:
         parser.error(str(error))
     if args.parallel < 1 or args.steps < 1:

@@ -181,44 +181,57 @@ def fid_statistics(features: torch.Tensor) -> dict:
     return fid_features_to_statistics(features)
 
 
+def reference_statistics(reference: str, image_size: int, channels: int, reference_n: int | None, extractor,
+                         weights: Path, batch_size: int = 64, cache: bool = True) -> tuple[dict, int]:  # fmt: skip
+    """Inception statistics of `SOURCE:SPLIT` (its first reference_n images, at the samples' size)
+    and the image count; cached under $VQWAE_CACHE/fid-stats, keyed by reference, size, count and
+    weights, so a second FID against the same reference pays for the samples only."""
+    images = reference_images(reference, image_size, channels, reference_n)
+    tag = f"{reference}-{image_size}px-{len(images)}-{weights.stem}"
+    stats_file = cache_dir() / "fid-stats" / (re.sub(r"[^A-Za-z0-9]+", "-", tag) + ".npz")
+    if cache and stats_file.is_file():
+        with np.load(stats_file) as stored:
+            return {"mu": stored["mu"], "sigma": stored["sigma"]}, len(images)
+    features = inception_features(images, extractor, batch_size, desc=f"Inception features of {reference}")
+    statistics = fid_statistics(features)
+    if cache:
+        stats_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = stats_file.with_suffix(".tmp.npz")
+        np.savez(temporary, **statistics)
+        temporary.rename(stats_file)
+    return statistics, len(images)
+
+
+def frechet_distance(sample_statistics: dict, reference_statistics: dict) -> float:
+    """torch-fidelity's Frechet distance between two sets of Inception statistics."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    return float(fid_statistics_to_metric(sample_statistics, reference_statistics, verbose=False)[KEY_METRIC_FID])
+
+
 def compute_fid(images: torch.Tensor, reference: str | torch.Tensor, reference_n: int | None = None,
                 weights_path: str | Path | None = None, batch_size: int = 64, device: str | None = None,
                 cache: bool = True) -> FIDResult:  # fmt: skip
     """FID between `images` ((N, C, H, W) uint8, or float in [0, 1]) and a reference (`SOURCE:SPLIT`
     or a tensor): torch-fidelity's Inception extractor (TF 2015-12-05 weights, offline) and its
-    Frechet distance. Reference statistics of a `SOURCE:SPLIT` are cached under $VQWAE_CACHE/fid-stats,
-    keyed by reference, size, count and weights, so a second call pays for `images` only."""
-    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
-
+    Frechet distance. Reference statistics of a `SOURCE:SPLIT` are cached (`reference_statistics`)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     weights = resolve_inception_weights(weights_path)
     extractor = feature_extractor(weights, device)
     if isinstance(reference, str):
         name = reference
-        reference_tensor = reference_images(reference, images.shape[-1], images.shape[1], reference_n)
+        reference_stats, count = reference_statistics(
+            reference, images.shape[-1], images.shape[1], reference_n, extractor, weights, batch_size, cache
+        )
     else:
-        name, reference_tensor = "tensor", reference
-    options = dict(batch_size=batch_size)
-    stats_file = None
-    if cache and isinstance(reference, str):
-        tag = f"{name}-{images.shape[-1]}px-{len(reference_tensor)}-{weights.stem}"
-        stats_file = cache_dir() / "fid-stats" / (re.sub(r"[^A-Za-z0-9]+", "-", tag) + ".npz")
-    if stats_file is not None and stats_file.is_file():
-        with np.load(stats_file) as stored:
-            reference_stats = {"mu": stored["mu"], "sigma": stored["sigma"]}
-    else:
-        features = inception_features(reference_tensor, extractor, desc=f"Inception features of {name}", **options)
-        reference_stats = fid_statistics(features)
-        if stats_file is not None:
-            stats_file.parent.mkdir(parents=True, exist_ok=True)
-            temporary = stats_file.with_suffix(".tmp.npz")
-            np.savez(temporary, **reference_stats)
-            temporary.rename(stats_file)
+        name, count = "tensor", len(reference)
+        reference_stats = fid_statistics(
+            inception_features(reference, extractor, batch_size, desc="Inception features of the reference")
+        )
     sample_stats = fid_statistics(
-        inception_features(images, extractor, desc="Inception features of samples", **options)
+        inception_features(images, extractor, batch_size, desc="Inception features of samples")
     )
-    fid = fid_statistics_to_metric(sample_stats, reference_stats, verbose=False)[KEY_METRIC_FID]
     return FIDResult(
-        fid=float(fid), n=len(images), reference=name, reference_n=len(reference_tensor),
+        fid=frechet_distance(sample_stats, reference_stats), n=len(images), reference=name, reference_n=count,
         extractor=f"{EXTRACTOR} ({weights.name})",
     )  # fmt: skip

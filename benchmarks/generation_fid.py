@@ -1,0 +1,175 @@
+"""gFID the way papers measure it: N samples of a pipeline against the N test images, torch-fidelity's
+Inception (TF 2015-12-05 weights, offline), unconditional and class-conditional (N / num_classes
+samples of every class) at several classifier-free guidance scales, each also scored at smaller
+sample counts so small-sample figures can be placed.
+
+    python benchmarks/generation_fid.py --pipeline PIPELINE_DIR --out outputs/gfid \
+        --n 10000 --guidance-scales 1 1.5 2 3 4 --counts 1000 2000 5000 10000 [--floor]
+
+Every setting's samples and Inception features are saved under OUT as they are made, and the
+tables are rewritten after each one, so a stopped run resumes where it stopped. A count m below
+N takes the first m unconditional samples, or the first m / num_classes samples of every class.
+--floor adds the tokenizer's own rFID: its reconstructions of the same reference images.
+Writes OUT/results.json and OUT/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipelines import VQWAEPipeline  # noqa: E402
+from tokenizer.evaluate import reconstruct  # noqa: E402
+from tokenizer.fid_score import (  # noqa: E402
+    as_uint8_rgb,
+    feature_extractor,
+    fid_statistics,
+    frechet_distance,
+    inception_features,
+    reference_images,
+    reference_statistics,
+    resolve_inception_weights,
+)
+
+
+def cached(path: Path, make, *args, **kwargs):
+    """torch.load(path), or make(*args, **kwargs) saved atomically to path first."""
+    if not path.is_file():
+        value = make(*args, **kwargs)
+        temporary = path.with_suffix(".tmp")
+        torch.save(value, temporary)
+        temporary.rename(path)
+    return torch.load(path)
+
+
+def sample_images(pipe: VQWAEPipeline, n: int, seed: int, batch_size: int, channels: int, **sampling) -> torch.Tensor:
+    """n samples as uint8 (n, channels, H, W)."""
+    generator = torch.Generator().manual_seed(seed)
+    images = pipe(n=n, generator=generator, batch_size=batch_size, output_type="pt", **sampling).images
+    return as_uint8_rgb(images)[:, :channels]
+
+
+def subset(count: int, n: int, num_classes: int) -> torch.Tensor:
+    """Indices of the first `count` samples, or of the first count / num_classes of every class
+    when the n samples are class-ordered blocks (num_classes > 0)."""
+    if not num_classes:
+        return torch.arange(count)
+    if count % num_classes:
+        raise ValueError(f"--counts: {count} is not a multiple of num_classes={num_classes}")
+    per_class, block = count // num_classes, n // num_classes
+    return (torch.arange(num_classes)[:, None] * block + torch.arange(per_class)).reshape(-1)
+
+
+def markdown(report: dict) -> str:
+    counts = report["counts"]
+    lines = [
+        f"{report['n']} samples per setting against {report['reference']} ({report['reference_n']} images), "
+        f"{report['extractor']}; seed {report['seed']}",
+        "",
+        "| setting | guidance scale | "
+        + " | ".join(f"FID @ {count}" for count in counts)
+        + " | sampling min | Inception min |",
+        "|---|---|" + "---|" * len(counts) + "---|---|",
+    ]
+    for name, row in report["settings"].items():
+        scale = "-" if row["guidance_scale"] is None else f"{row['guidance_scale']:g}"
+        cells = " | ".join(f"{row['fid'][str(count)]:.2f}" for count in counts)
+        lines.append(f"| {name} | {scale} | {cells} | {row['sampling_minutes']:.1f} | {row['inception_minutes']:.1f} |")
+    if "floor" in report:
+        floor = report["floor"]
+        lines.append(
+            f"\nTokenizer floor: rFID {floor['fid']:.2f} (reconstructions of the {floor['n']} reference images)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline", required=True, help="pipeline folder or Hub repo id")
+    parser.add_argument("--out", default="outputs/gfid")
+    parser.add_argument("--n", type=int, default=10000, help="samples per setting, and reference images")
+    parser.add_argument("--reference", default="mnist:test", help="SOURCE:SPLIT of the real images")
+    parser.add_argument("--guidance-scales", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0, 4.0],
+                        help="class-conditional settings (none: unconditional only)")  # fmt: skip
+    parser.add_argument("--no-unconditional", action="store_true", help="skip the unconditional setting")
+    parser.add_argument("--counts", type=int, nargs="*", default=[1000, 2000, 5000, 10000])
+    parser.add_argument("--floor", action="store_true", help="also the tokenizer's rFID on the reference images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=256, help="sampling batch")
+    parser.add_argument("--inception-batch-size", type=int, default=64)
+    parser.add_argument("--weights", default=None, help="Inception weights in torch-fidelity's layout")
+    args = parser.parse_args(argv)
+    counts = sorted({count for count in args.counts if count <= args.n} | {args.n})
+    if min(counts) < 2:
+        parser.error("--n and --counts must be >= 2 (a covariance needs two samples)")
+    if any(scale < 0 for scale in args.guidance_scales):
+        parser.error(f"--guidance-scales must be >= 0, got {args.guidance_scales}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = VQWAEPipeline.from_pretrained(args.pipeline).to(device)
+    num_classes = pipe.num_classes
+    if args.guidance_scales and not num_classes:
+        parser.error("--guidance-scales needs a class-conditional prior; give --guidance-scales with no value")
+    settings = {} if args.no_unconditional else {"unconditional": None}
+    settings.update({f"class-conditional g={scale:g}": scale for scale in args.guidance_scales})
+    if not settings:
+        parser.error("nothing to score: drop --no-unconditional or give --guidance-scales")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # 1. Inception and the reference statistics (cached across runs).
+    weights = resolve_inception_weights(args.weights)
+    extractor = feature_extractor(weights, device)
+    size, channels = pipe.tokenizer.config.image_size, pipe.tokenizer.config.in_channels
+    reference, reference_n = reference_statistics(
+        args.reference, size, channels, args.n, extractor, weights, args.inception_batch_size
+    )
+    report = dict(pipeline=str(args.pipeline), n=args.n, counts=counts, reference=args.reference,
+                  reference_n=reference_n, extractor=f"inception-v3-compat ({weights.name})", seed=args.seed,
+                  device=torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)",
+                  settings={})  # fmt: skip
+
+    def write() -> None:
+        (out / "results.json").write_text(json.dumps(report, indent=2))
+        (out / "results.md").write_text(markdown(report))
+
+    # 2. Each setting: samples, their features, FID at every count.
+    for name, scale in settings.items():
+        tag = name.replace(" ", "-").replace("=", "")
+        started = time.monotonic()
+        sampling = {} if scale is None else dict(class_labels="each", guidance_scale=scale)
+        images = cached(out / f"samples-{tag}.pt", sample_images, pipe, args.n, args.seed, args.batch_size, channels,
+                        **sampling)  # fmt: skip
+        sampled = time.monotonic()
+        features = cached(out / f"features-{tag}.pt", inception_features, images, extractor, args.inception_batch_size,
+                          desc=name)  # fmt: skip
+        blocks = num_classes if scale is not None else 0
+        fid = {str(count): frechet_distance(fid_statistics(features[subset(count, args.n, blocks)]), reference)
+               for count in counts}  # fmt: skip
+        report["settings"][name] = dict(guidance_scale=scale, fid=fid, sampling_minutes=(sampled - started) / 60,
+                                        inception_minutes=(time.monotonic() - sampled) / 60)  # fmt: skip
+        print(f"{name}: FID {fid[str(args.n)]:.2f} @ {args.n}", flush=True)
+        write()
+
+    # 3. The tokenizer's floor: its reconstructions of the same reference images.
+    if args.floor:
+        originals = reference_images(args.reference, size, channels, args.n)
+        reconstructions = as_uint8_rgb(
+            cached(out / "reconstructions.pt", reconstruct, pipe.tokenizer.eval(), originals)
+        )
+        features = cached(out / "features-reconstructions.pt", inception_features, reconstructions[:, :channels],
+                          extractor, args.inception_batch_size, desc="reconstructions")  # fmt: skip
+        report["floor"] = dict(fid=frechet_distance(fid_statistics(features), reference), n=len(reconstructions))
+        write()
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

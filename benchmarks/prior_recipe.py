@@ -1,0 +1,151 @@
+"""Prior recipes against CPU minutes: train each named prior variant (a config plus overrides,
+each with its own max_steps) on one tokenizer's codes and report its validation bits per code
+against the wall minutes it took, with the validation curve. Variants that differ only in
+`mixed_precision` are compared curve against curve (the bf16 check of issue 13).
+
+    python benchmarks/prior_recipe.py --out outputs/prior-recipe \
+        --tokenizer outputs/compare-10ep/vq-wae-relax1/seed-0/final \
+        --variant 4x128-fp32 configs/prior/mnist.yaml model.num_layers=4 model.hidden_size=128 max_steps=1000 \
+        --variant 4x128-bf16 configs/prior/mnist.yaml model.num_layers=4 model.hidden_size=128 max_steps=1000 \
+            mixed_precision=bf16
+
+Every run trains with `prior/train.py` into OUT/NAME (a finished run is skipped on a rerun, an
+interrupted one resumes); all runs share one code cache (OUT/codes), so the tokenizer encodes the
+data once. Runs go one after another, so their minutes compare (set OMP_NUM_THREADS to pin the
+threads). Writes OUT/results.json and OUT/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from safetensors import safe_open
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compare_tokenizers import parse_variants  # noqa: E402
+
+from prior.export import PIPELINE_CONFIG  # noqa: E402
+from prior.train_config import PriorTrainConfig  # noqa: E402
+from tokenizer.config import load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_overrides(folder: Path, tokenizer: str) -> list[str]:
+    return [f"output_dir={folder}", f"tokenizer={tokenizer}", "resume=latest", "log_with=none"]
+
+
+def train(config: str, overrides: list[str], folder: Path, tokenizer: str, codes: Path) -> None:
+    """`prior/train.py` into `folder` unless it has finished, reading the shared code cache."""
+    if (folder / "final" / "config.json").is_file():
+        print(f"{folder}: already trained", flush=True)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    codes.mkdir(parents=True, exist_ok=True)
+    if not (folder / "codes").exists():
+        (folder / "codes").symlink_to(codes.resolve(), target_is_directory=True)
+    command = [sys.executable, str(ROOT / "prior" / "train.py"), "--config", config, *overrides,
+               *run_overrides(folder, tokenizer)]  # fmt: skip
+    print(f"training {folder}", flush=True)
+    with open(folder / "train.log", "a") as log:
+        process = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=log)
+    if process.returncode != 0:
+        tail = (folder / "train.log").read_text()[-2000:]
+        raise RuntimeError(f"training {folder} failed (exit {process.returncode}); end of its log:\n{tail}")
+
+
+def read_run(folder: Path, config: PriorTrainConfig) -> dict:
+    """Validation curve, final bits per code, training minutes (first to last log line) and size."""
+    logs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    curve = {log["step"]: log["validation/bits_per_code"] for log in logs if "validation/bits_per_code" in log}
+    final = json.loads((folder / "pipeline" / PIPELINE_CONFIG).read_text())
+    with safe_open(str(folder / "final" / "model.safetensors"), "pt") as weights:
+        parameters = sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
+    return dict(
+        layers=config.model.num_layers, hidden=config.model.hidden_size, batch_size=config.batch_size,
+        learning_rate=config.learning_rate, steps=config.max_steps, mixed_precision=config.mixed_precision,
+        parameters=parameters,
+        minutes=(logs[-1]["time"] - logs[0]["time"]) / 60, bits_per_code=final["validation_bits_per_code"],
+        curve=curve,
+    )  # fmt: skip
+
+
+def precision_pairs(results: dict) -> dict:
+    """For each bf16 run with an fp32 twin (same everything else), the largest gap between their
+    validation curves (bits per code) and the speed-up in minutes."""
+    pairs = {}
+    for name, run in results.items():
+        if run["mixed_precision"] != "bf16":
+            continue
+        same = ("layers", "hidden", "batch_size", "learning_rate", "steps")
+        for other, twin in results.items():
+            if twin["mixed_precision"] == "no" and all(twin[key] == run[key] for key in same):
+                steps = sorted(set(run["curve"]) & set(twin["curve"]))
+                gaps = [run["curve"][step] - twin["curve"][step] for step in steps]
+                pairs[name] = dict(fp32=other, steps=steps, largest_gap=max(gaps, key=abs) if gaps else None,
+                                   speedup=twin["minutes"] / run["minutes"])  # fmt: skip
+    return pairs
+
+
+def markdown(results: dict, pairs: dict, threads: str) -> str:
+    lines = [
+        f"CPU, OMP_NUM_THREADS={threads}; minutes = wall time of the training loop (validations included)",
+        "",
+        "| variant | layers x hidden | batch | lr | steps | precision | minutes | validation bits per code | curve |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run in results.items():
+        curve = ", ".join(f"{bits:.3f}" for _, bits in sorted(run["curve"].items()))
+        lines.append(
+            f"| {name} | {run['layers']} x {run['hidden']} | {run['batch_size']} | {run['learning_rate']:g} | "
+            f"{run['steps']} | {run['mixed_precision']} | {run['minutes']:.1f} | {run['bits_per_code']:.3f} | {curve} |"
+        )
+    for name, pair in pairs.items():
+        lines.append(
+            f"\n{name} against {pair['fp32']}: {pair['speedup']:.2f}x faster; largest validation gap "
+            f"{pair['largest_gap']:+.3f} bits per code over steps {pair['steps']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME CONFIG [key=value]")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer folder or Hub id whose codes every prior models")
+    parser.add_argument("--out", default="outputs/prior-recipe")
+    args = parser.parse_args(argv)
+    try:
+        variants = parse_variants(args.variant, [f"tokenizer={args.tokenizer}"], PriorTrainConfig)
+    except ValueError as error:
+        parser.error(str(error))
+    out = Path(args.out)
+
+    # 1. Train every variant that has not finished, one after another.
+    for name, (config, overrides) in variants.items():
+        train(config, overrides, out / name, args.tokenizer, out / "codes")
+
+    # 2. Read each run back and compare bf16 runs with their fp32 twins.
+    results = {}
+    for name, (config, overrides) in variants.items():
+        run = load_config(PriorTrainConfig, config, [*overrides, *run_overrides(out / name, args.tokenizer)])
+        results[name] = read_run(out / name, run)
+    pairs = precision_pairs(results)
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    report = dict(tokenizer=args.tokenizer, threads=threads, variants={k: [v[0], *v[1]] for k, v in variants.items()},
+                  runs=results, precision_pairs=pairs)  # fmt: skip
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    table = markdown(results, pairs, threads)
+    (out / "results.md").write_text(table)
+    print(table)
+    return report
+
+
+if __name__ == "__main__":
+    main()
