@@ -120,14 +120,18 @@ def test_evaluate_cli_prints_metrics(train, tmp_path, capsys):
     assert result["num_images"] == 256 and result["psnr"] > 0
 
 
-def test_ot_check_logs_the_gap_to_exact_ot(train, tmp_path):
-    train(f"output_dir={tmp_path}", "max_steps=4", "ot_check_every=2")
+@pytest.mark.parametrize("relaxation", [0, 1])
+def test_ot_check_logs_the_gap_to_exact_ot(train, tmp_path, relaxation):
+    """Balanced: against POT's emd2. Semi-relaxed: against the certified exact semi-relaxed optimum,
+    whose bounds are tight (exact_bound_gap)."""
+    train(f"output_dir={tmp_path}", "max_steps=4", "ot_check_every=2", f"model.sinkhorn_code_relaxation={relaxation}")
     checks = [row for row in read_metrics(tmp_path) if "ot_check/relative_gap" in row]
     assert [row["step"] for row in checks] == [2, 4]
     for row in checks:
         assert row["ot_check/exact_cost"] > 0 and row["ot_check/marginal_error"] >= 0
         gap = row["ot_check/solver_cost"] / row["ot_check/exact_cost"] - 1
         assert row["ot_check/relative_gap"] == pytest.approx(gap, rel=1e-4, abs=1e-6)
+        assert row["ot_check/exact_bound_gap"] == 0 if not relaxation else 0 <= row["ot_check/exact_bound_gap"] < 1e-3
 
 
 @pytest.mark.parametrize("quantizer", ["vq", "fsq"])

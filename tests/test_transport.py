@@ -218,3 +218,45 @@ def test_relaxed_warm_start_forgets_its_history():
     cold = sinkhorn_transport(first, weights, code_relaxation=1.0, epsilon=0.1, max_iterations=4000, tolerance=1e-9)
     scale = first[0].amin(0).mean().item()
     assert (potential - cold.code_potential).abs().max() < 0.05 * scale
+
+
+def test_semi_relaxed_exact_solution_matches_brute_force_over_code_marginals():
+    """The exact semi-relaxed optimum min_m emd2(m, b) + tau KL(m || pi), found by a grid over the
+    code marginals of a 3-code problem with POT's emd2, lies between the solver's certified bounds."""
+    from tokenizer.transport import relaxed_objective, semi_relaxed_transport
+
+    cost, weights = training_like_problem(1, 3, 7, dim=2, seed=3)
+    tau = torch.tensor([0.5 * cost[0].amin(0).mean().item()])
+    solution = semi_relaxed_transport(cost, weights, tau)
+    latents, pi = np.full(7, 1 / 7), weights[0].double().numpy()
+    marginals = (np.array([i, j, 200 - i - j]) / 200 for i in range(201) for j in range(201 - i))
+    best = min(relaxed_objective(ot.emd2(m, latents, cost[0].double().numpy()), m, pi, tau.item()) for m in marginals)
+    assert solution.lower_bound[0] <= best + 1e-9  # a dual value never exceeds the optimum
+    assert solution.upper_bound[0] <= best + 1e-4  # the grid's 0.005 steps cost it a little
+    assert solution.upper_bound[0] - solution.lower_bound[0] < 1e-4 * best
+    # At the optimum the code marginal is pi exp(-g / tau), a distribution.
+    assert solution.code_marginal[0].sum() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("dense_plan", [True, False])
+def test_check_of_a_semi_relaxed_solve_against_its_exact_problem(dense_plan):
+    """check_against_exact on a code_relaxation solve compares the objective <P, C> + tau KL(m || pi)
+    (by hand from the solver's plan) with the certified optimum: a converged solve at small epsilon
+    is within 0.1% with the optimal code marginal; 3 iterations at the default epsilon are not."""
+    from tokenizer.transport import check_against_exact, relaxed_objective
+
+    cost, weights = training_like_problem(2, 16, 128, dim=4)
+    options = dict(plan_type="assignment", dense_plan=dense_plan, code_relaxation=1.0, check_every=25)
+    converged = sinkhorn_transport(cost, weights, epsilon=0.005, max_iterations=5000, tolerance=1e-7, **options)
+    rough = sinkhorn_transport(cost, weights, epsilon=0.1, max_iterations=3, **options)
+    good, bad = check_against_exact(cost, weights, converged), check_against_exact(cost, weights, rough)
+    masses = torch.stack([torch.bincount(converged.cells[p], minlength=16) for p in range(2)]).double() / 128
+    by_hand = [
+        relaxed_objective(cost[p, converged.cells[p], torch.arange(128)].double().mean().item(), masses[p].numpy(),
+                          weights[p].double().numpy(), converged.code_relaxation[p].item())
+        for p in range(2)
+    ]  # fmt: skip
+    assert good.solver_cost == pytest.approx(np.mean(by_hand), rel=1e-6)
+    assert converged.code_relaxation[0].item() == pytest.approx(cost[0].amin(0).mean().item(), rel=1e-5)
+    assert 0 <= good.exact_bound_gap < 1e-3 and -1e-6 <= good.relative_gap < 1e-3 and good.marginal_error < 0.05
+    assert bad.relative_gap > 10 * good.relative_gap and bad.marginal_error > 2 * good.marginal_error
