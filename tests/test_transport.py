@@ -260,3 +260,5 @@ def test_check_of_a_semi_relaxed_solve_against_its_exact_problem(dense_plan):
     assert converged.code_relaxation[0].item() == pytest.approx(cost[0].amin(0).mean().item(), rel=1e-5)
     assert 0 <= good.exact_bound_gap < 1e-3 and -1e-6 <= good.relative_gap < 1e-3 and good.marginal_error < 0.05
     assert bad.relative_gap > 10 * good.relative_gap and bad.marginal_error > 2 * good.marginal_error
+    # A converged solve rounds like the exact potential: its one-hot marginal is as far from the optimum.
+    assert good.marginal_floor > 0 and good.marginal_error == pytest.approx(good.marginal_floor, abs=0.02)
