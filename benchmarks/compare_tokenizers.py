@@ -66,6 +66,11 @@ def parse_variants(
     return variants
 
 
+def add_variant_argument(parser: argparse.ArgumentParser) -> None:
+    """--variant NAME CONFIG [key=value ...], repeatable (read with `parse_variants`)."""
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME CONFIG [key=value]")
+
+
 def run_config(config: str, overrides: list[str], seed: int, steps: int, folder: Path) -> TokenizerTrainConfig:
     return load_config(TokenizerTrainConfig, config, [*overrides, *run_overrides(seed, steps, folder)])
 
@@ -195,7 +200,7 @@ def markdown(summary: dict, results: dict, timing: dict, args) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME CONFIG [key=value]")
+    add_variant_argument(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--out", default="outputs/compare")

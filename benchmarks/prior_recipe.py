@@ -29,7 +29,7 @@ from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compare_tokenizers import parse_variants  # noqa: E402
+from compare_tokenizers import add_variant_argument, parse_variants  # noqa: E402
 
 from prior.export import PIPELINE_CONFIG  # noqa: E402
 from prior.train_config import PriorTrainConfig  # noqa: E402
@@ -117,7 +117,7 @@ def markdown(results: dict, pairs: dict, threads: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME CONFIG [key=value]")
+    add_variant_argument(parser)
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder or Hub id whose codes every prior models")
     parser.add_argument("--out", default="outputs/prior-recipe")
     args = parser.parse_args(argv)
