@@ -160,11 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. The tokenizer's floor: its reconstructions of the same reference images.
     if args.floor:
         originals = reference_images(args.reference, size, channels, args.n)
-        reconstructions = as_uint8_rgb(
-            cached(out / "reconstructions.pt", reconstruct, pipe.tokenizer.eval(), originals)
-        )
-        features = cached(out / "features-reconstructions.pt", inception_features, reconstructions[:, :channels],
-                          extractor, args.inception_batch_size, desc="reconstructions")  # fmt: skip
+        reconstructions = cached(out / "reconstructions.pt", reconstruct, pipe.tokenizer.eval(), originals)
+        features = cached(out / "features-reconstructions.pt", inception_features, reconstructions, extractor,
+                          args.inception_batch_size, desc="reconstructions")  # fmt: skip
         report["floor"] = dict(fid=frechet_distance(fid_statistics(features), reference), n=len(reconstructions))
         write()
     print(markdown(report))
