@@ -43,6 +43,9 @@ class VQWAEConfig:
     sinkhorn_step_bound: float = 0.0  # > 0: a block moves a code potential by <= this x eps (0 = unbounded)
     # > 0: semi-relaxed OT, the code marginal held to pi by this x cost scale x KL (0 = exact marginals)
     sinkhorn_code_relaxation: float = 0.0
+    # > 0 (assignment plan): subgradient steps on the unregularised dual after Sinkhorn, so the
+    # Laguerre cells solve the problem without entropy (BENCHMARKS.md section 0, OT gap)
+    sinkhorn_dual_steps: int = 0
     # What the OT term pulls each latent towards (assignment plan): `cell`, its OT cell's code (the
     # paper's gradient), or `nearest`, the code that decodes it; the codebook is trained by OT either way.
     ot_encoder_target: str = "cell"
@@ -72,6 +75,11 @@ class VQWAEConfig:
         check_positive("model.init_noise", self.init_noise, allow_zero=True)
         check_positive("model.sinkhorn_step_bound", self.sinkhorn_step_bound, allow_zero=True)
         check_positive("model.sinkhorn_code_relaxation", self.sinkhorn_code_relaxation, allow_zero=True)
+        check_positive("model.sinkhorn_dual_steps", self.sinkhorn_dual_steps, allow_zero=True)
+        if self.sinkhorn_dual_steps and self.sinkhorn_plan != "assignment":
+            raise ValueError(
+                "model.sinkhorn_dual_steps > 0 needs model.sinkhorn_plan=assignment (it refines the cells)"
+            )
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must lie in (0, 1), got {self.ema_decay}")
         check_positive("model.dead_code_threshold", self.dead_code_threshold, allow_zero=True)
@@ -178,6 +186,7 @@ class VQWAE(
                     plan_type=config.sinkhorn_plan,
                     step_bound=config.sinkhorn_step_bound,
                     code_relaxation=config.sinkhorn_code_relaxation,
+                    dual_steps=config.sinkhorn_dual_steps,
                 ),
                 exact_max_iterations=config.exact_max_iterations,
                 warm_start=config.sinkhorn_warm_start,

@@ -1,0 +1,158 @@
+"""The semi-relaxed OT term of a trained tokenizer against the exact optimum of its own problem,
+per Sinkhorn setting, in the steady state of training.
+
+    python benchmarks/ot_gap.py --tokenizer outputs/ot-check-relaxed/final --warm 20 --batches 20 \
+        --setting default \
+        --setting eps0.05 epsilon=0.05 \
+        --setting 100it max_iterations=100 check_every=100
+
+Each step of training solves one global problem (K codes x 32 images x 64 latents) warm-started
+from the previous step's code potential; this replays that on consecutive training batches with
+the tokenizer's codebook held fixed. Every setting (the tokenizer's own Sinkhorn options with
+key=value overrides of `sinkhorn_transport`'s keywords) carries its own potential from the
+tokenizer's saved one through `--warm` batches, then is measured on `--batches` more: the rounded
+plan's objective against the certified lower bound of `semi_relaxed_transport` (the gap
+`ot_check_every` logs in training), the L1 distance of its code marginal from the optimal one,
+and the solve time relative to the first setting, all settings interleaved batch by batch so
+machine noise hits them alike. Writes OUT/results.json and OUT/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import device_name, mnist_batch
+
+from tokenizer.model import load_tokenizer
+from tokenizer.quantizers import WassersteinQuantizer, squared_distances
+from tokenizer.transport import check_against_exact, semi_relaxed_transport, sinkhorn_transport
+
+KEYS = {
+    "epsilon": float,
+    "max_iterations": int,
+    "check_every": int,
+    "code_relaxation": float,
+    "step_bound": float,
+    "dual_steps": int,
+    "dual_step_size": float,
+}
+
+
+def parse_setting(spec: list[str]) -> tuple[str, dict]:
+    """NAME [key=value ...] -> (NAME, overrides), with one clear error for a bad key or value."""
+    name, overrides = spec[0], {}
+    for item in spec[1:]:
+        key, sep, value = item.partition("=")
+        if not sep or key not in KEYS:
+            raise ValueError(f"--setting {name}: {item!r} is not key=value with a key in {sorted(KEYS)}")
+        try:
+            overrides[key] = KEYS[key](value)
+        except ValueError:
+            raise ValueError(f"--setting {name}: {key}={value!r} is not a {KEYS[key].__name__}") from None
+    return name, overrides
+
+
+def global_cost(model, images: torch.Tensor) -> torch.Tensor:
+    """(1, K, B*h*w): the training step's global cost matrix for these images."""
+    with torch.no_grad():
+        latents = model.encoder(images)
+        grid = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        return squared_distances(grid, model.quantizer.codebook).t()[None]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", required=True, help="a trained tokenizer folder (semi-relaxed Sinkhorn)")
+    parser.add_argument("--setting", nargs="+", action="append", metavar="NAME [key=value]", required=True)
+    parser.add_argument("--warm", type=int, default=20, help="batches each setting runs before it is measured")
+    parser.add_argument("--batches", type=int, default=20, help="batches measured")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", default="outputs/ot-gap")
+    args = parser.parse_args(argv)
+    try:
+        settings = dict(parse_setting(spec) for spec in args.setting)
+    except ValueError as error:
+        parser.error(str(error))
+    model = load_tokenizer(args.tokenizer).eval()
+    quantizer = model.quantizer
+    if not isinstance(quantizer, WassersteinQuantizer) or quantizer.solver != "sinkhorn":
+        parser.error(f"{args.tokenizer} does not train its codebook with Sinkhorn; nothing to measure")
+    base = dict(quantizer.sinkhorn_options, dense_plan=False)
+    options = {name: {**base, **overrides} for name, overrides in settings.items()}
+    for name, option in options.items():
+        if option.get("code_relaxation", 0) <= 0 or option.get("plan_type") != "assignment":
+            parser.error(f"--setting {name}: needs a semi-relaxed assignment solve (code_relaxation > 0)")
+    weights = quantizer.code_weights().detach()
+    potentials = {name: quantizer.code_potential.clone() for name in options}
+    rows = {name: dict(gap=[], marginal=[], floor=[], gap_floor=[], width=[], seconds=[]) for name in options}
+
+    for index in range(args.warm + args.batches):
+        cost = global_cost(model, mnist_batch(args.batch_size, offset=index * args.batch_size))
+        exact = {}  # one exact solve per tau (settings that share code_relaxation share it)
+        for name, option in options.items():
+            start = time.perf_counter()
+            result = sinkhorn_transport(cost, weights, code_potential=potentials[name], **option)
+            seconds = time.perf_counter() - start
+            potentials[name] = result.code_potential
+            if index < args.warm:
+                continue
+            key = float(result.code_relaxation[0])
+            if key not in exact:
+                exact[key] = semi_relaxed_transport(cost, weights, result.code_relaxation)
+            check = check_against_exact(cost, weights, result, exact=exact[key])
+            for field, value in zip(rows[name], (check.relative_gap, check.marginal_error, check.marginal_floor,
+                                                  check.objective_floor, check.exact_bound_gap, seconds)):  # fmt: skip
+                rows[name][field].append(value)
+        if index >= args.warm:
+            print(f"batch {index - args.warm + 1}/{args.batches}: "
+                  + ", ".join(f"{n} {rows[n]['gap'][-1]:+.2%}" for n in options), flush=True)  # fmt: skip
+
+    first = next(iter(options))
+    reference = statistics.median(rows[first]["seconds"])
+    summary = {
+        name: dict(
+            options={k: v for k, v in options[name].items() if k in KEYS},
+            gap_mean=float(np.mean(r["gap"])),
+            gap_max=float(np.max(r["gap"])),
+            marginal_mean=float(np.mean(r["marginal"])),
+            floor_mean=float(np.mean(r["floor"])),
+            gap_floor_mean=float(np.mean(r["gap_floor"])),
+            bound_width_max=float(np.max(r["width"])),
+            solve_ms=1000 * statistics.median(r["seconds"]),
+            time_ratio=statistics.median(r["seconds"]) / reference,
+        )  # fmt: skip
+        for name, r in rows.items()
+    }
+    report = dict(tokenizer=args.tokenizer, warm=args.warm, batches=args.batches, device=device_name(),
+                  summary=summary, runs=rows)  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        f"{args.tokenizer}, {args.batches} batches after {args.warm} warm ones, {device_name()}",
+        "",
+        "| setting | eps | iterations | dual steps | objective gap, mean (max) | marginal L1 | solve ms | time vs first |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        o = s["options"]
+        lines.append(
+            f"| {name} | {o['epsilon']} | {o['max_iterations']} | {o['dual_steps']} | {s['gap_mean']:+.2%} ({s['gap_max']:+.2%}) | "
+            f"{s['marginal_mean']:.3f} | {s['solve_ms']:.1f} | {s['time_ratio']:.2f}x |"
+        )
+    s = next(iter(summary.values()))
+    lines.append(f"| rounding the exact potential (one-hot floor) | - | - | - | {s['gap_floor_mean']:+.2%} | "
+                 f"{s['floor_mean']:.3f} | - | - |")  # fmt: skip
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return report
+
+
+if __name__ == "__main__":
+    main()
