@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -15,9 +15,19 @@ from tokenizer.data import to_unit_range
 from tokenizer.model import VQWAE
 
 
+# VQWAEConfig fields added after tokenizer identities were first written into pipelines, priors
+# and code caches: left out of the identity while at their default, so those files stay valid.
+FIELDS_ADDED_LATER = ("sinkhorn_dual_steps",)
+
+
 def tokenizer_identity(tokenizer: VQWAE) -> str:
     """sha256 of the tokenizer's config and weights: two tokenizers share it only if identical."""
-    digest = hashlib.sha256(json.dumps(asdict(tokenizer.config), sort_keys=True).encode())
+    config = asdict(tokenizer.config)
+    defaults = {field.name: field.default for field in fields(tokenizer.config)}
+    for name in FIELDS_ADDED_LATER:
+        if config[name] == defaults[name]:
+            del config[name]
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(tokenizer.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

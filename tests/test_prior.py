@@ -106,6 +106,29 @@ def test_code_cache_is_reused_and_refused_for_another_tokenizer(tmp_path):
         load_or_encode(tmp_path, "validation", second, split)
 
 
+def test_identity_ignores_config_fields_added_later_at_their_default():
+    """Pipelines, priors and code caches saved before a config field existed keep matching: the
+    identity of a tokenizer with the new field at its default is the one computed (independently
+    here) over the config without that field; set to anything else, the identity changes."""
+    import hashlib
+    import json
+    from dataclasses import asdict, replace
+
+    from prior.codes import FIELDS_ADDED_LATER
+
+    torch.manual_seed(0)
+    tokenizer = VQWAE(VQWAEConfig(**TINY_TOKENIZER))
+    old_config = {k: v for k, v in asdict(tokenizer.config).items() if k not in FIELDS_ADDED_LATER}
+    digest = hashlib.sha256(json.dumps(old_config, sort_keys=True).encode())
+    for name, tensor in sorted(tokenizer.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes())
+    assert tokenizer_identity(tokenizer) == digest.hexdigest()
+    changed = VQWAE(replace(tokenizer.config, sinkhorn_dual_steps=5))
+    changed.load_state_dict(tokenizer.state_dict())
+    assert tokenizer_identity(changed) != tokenizer_identity(tokenizer)
+
+
 @pytest.fixture
 def train_prior(repo_root, monkeypatch, tokenizer_dir):
     monkeypatch.chdir(repo_root)
