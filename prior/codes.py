@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 from tokenizer.data import to_unit_range
 from tokenizer.model import VQWAE
 
-
 # VQWAEConfig fields added after tokenizer identities were first written into pipelines, priors
 # and code caches: left out of the identity while at their default, so those files stay valid.
 FIELDS_ADDED_LATER = ("sinkhorn_dual_steps",)
