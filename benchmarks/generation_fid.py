@@ -81,7 +81,10 @@ def markdown(report: dict) -> str:
     for name, row in report["settings"].items():
         scale = "-" if row["guidance_scale"] is None else f"{row['guidance_scale']:g}"
         cells = " | ".join(f"{row['fid'][str(count)]:.2f}" for count in counts)
-        lines.append(f"| {name} | {scale} | {cells} | {row['sampling_minutes']:.1f} | {row['inception_minutes']:.1f} |")
+        sampling, inception = (
+            "-" if row[key] is None else f"{row[key]:.1f}" for key in ("sampling_minutes", "inception_minutes")
+        )
+        lines.append(f"| {name} | {scale} | {cells} | {sampling} | {inception} |")
     if "floor" in report:
         floor = report["floor"]
         lines.append(
@@ -139,9 +142,12 @@ def main(argv: list[str] | None = None) -> dict:
         (out / "results.json").write_text(json.dumps(report, indent=2))
         (out / "results.md").write_text(markdown(report))
 
-    # 2. Each setting: samples, their features, FID at every count.
+    # 2. Each setting: samples, their features, FID at every count. A resumed setting keeps the
+    # minutes its files took when they were made (None if that record is gone), not the load time.
+    previous = json.loads((out / "results.json").read_text())["settings"] if (out / "results.json").is_file() else {}
     for name, scale in settings.items():
         tag = name.replace(" ", "-").replace("=", "")
+        resumed = [(out / f"{kind}-{tag}.pt").is_file() for kind in ("samples", "features")]
         started = time.monotonic()
         sampling = {} if scale is None else dict(class_labels="each", guidance_scale=scale)
         images = cached(out / f"samples-{tag}.pt", sample_images, pipe, args.n, args.seed, args.batch_size, channels,
@@ -152,8 +158,11 @@ def main(argv: list[str] | None = None) -> dict:
         blocks = num_classes if scale is not None else 0
         fid = {str(count): frechet_distance(fid_statistics(features[subset(count, args.n, blocks)]), reference)
                for count in counts}  # fmt: skip
-        report["settings"][name] = dict(guidance_scale=scale, fid=fid, sampling_minutes=(sampled - started) / 60,
-                                        inception_minutes=(time.monotonic() - sampled) / 60)  # fmt: skip
+        minutes = dict(sampling_minutes=(sampled - started) / 60, inception_minutes=(time.monotonic() - sampled) / 60)
+        for key, was_saved in zip(minutes, resumed):
+            if was_saved:
+                minutes[key] = previous.get(name, {}).get(key)
+        report["settings"][name] = dict(guidance_scale=scale, fid=fid, **minutes)
         print(f"{name}: FID {fid[str(args.n)]:.2f} @ {args.n}", flush=True)
         write()
 

@@ -62,15 +62,17 @@ def test_table_matches_compute_fid_and_resumes(pipeline_dir, tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| class-conditional g=2 | 2 |" in table and "FID @ 10 | FID @ 20" in table and "Tokenizer floor" in table
 
-    # A rerun reads the saved samples and features back: same numbers, files untouched.
+    # A rerun reads the saved samples and features back: same numbers and the first run's minutes
+    # (not the time it took to load them), files untouched; without the old record, no minutes.
     stamps = {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.pt")}
     again = generation_fid.main(args)
-    assert again["settings"] == {
-        name: {**row, "sampling_minutes": again["settings"][name]["sampling_minutes"],
-               "inception_minutes": again["settings"][name]["inception_minutes"]}
-        for name, row in report["settings"].items()
-    }  # fmt: skip
+    assert again["settings"] == report["settings"]
     assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.pt")} == stamps
+    (tmp_path / "results.json").unlink()
+    unrecorded = generation_fid.main(args)["settings"]["class-conditional g=2"]
+    assert unrecorded["fid"] == report["settings"]["class-conditional g=2"]["fid"]
+    assert unrecorded["sampling_minutes"] is None and unrecorded["inception_minutes"] is None
+    assert "| class-conditional g=2 | 2 |" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.parametrize(
