@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default="outputs/ot-gap")
     args = parser.parse_args(argv)
+    if args.batches < 1 or args.warm < 0 or args.batch_size < 1:
+        parser.error("--batches and --batch-size must be >= 1 and --warm >= 0")
     try:
         settings = dict(parse_setting(spec) for spec in args.setting)
     except ValueError as error:

@@ -11,11 +11,12 @@ from tests.helpers import ROOT
 from tokenizer import VQWAE, VQWAEConfig
 
 
-def run_ot_gap(tmp_path, *settings):
+def run_ot_gap(tmp_path, *settings, extra=()):
     command = [sys.executable, str(ROOT / "benchmarks" / "ot_gap.py"), "--tokenizer", str(tmp_path / "tok")]
     command += ["--warm", "2", "--batches", "2", "--batch-size", "8", "--out", str(tmp_path / "out")]
     for setting in settings:
         command += ["--setting", *setting.split()]
+    command += list(extra)  # later flags win
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
@@ -46,5 +47,7 @@ def test_a_bad_setting_is_one_clear_error(tmp_path):
     )
     result = run_ot_gap(tmp_path, "bad epsilon=0.1 iterations=3")
     assert result.returncode == 2 and "'iterations=3' is not key=value with a key in" in result.stderr
+    result = run_ot_gap(tmp_path, "plain", extra=["--batches", "0"])
+    assert result.returncode == 2 and "--batches and --batch-size must be >= 1" in result.stderr
     result = run_ot_gap(tmp_path, "plain")  # the tokenizer above is balanced (no code relaxation)
     assert result.returncode == 2 and "needs a semi-relaxed assignment solve" in result.stderr
