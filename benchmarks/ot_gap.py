@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from common import device_name, mnist_batch
+from ot_solver import cost_matrices
 
 from tokenizer.model import load_tokenizer
-from tokenizer.quantizers import WassersteinQuantizer, squared_distances
+from tokenizer.quantizers import WassersteinQuantizer
 from tokenizer.transport import check_against_exact, semi_relaxed_transport, sinkhorn_transport
 
 KEYS = {
@@ -56,14 +56,6 @@ def parse_setting(spec: list[str]) -> tuple[str, dict]:
         except ValueError:
             raise ValueError(f"--setting {name}: {key}={value!r} is not a {KEYS[key].__name__}") from None
     return name, overrides
-
-
-def global_cost(model, images: torch.Tensor) -> torch.Tensor:
-    """(1, K, B*h*w): the training step's global cost matrix for these images."""
-    with torch.no_grad():
-        latents = model.encoder(images)
-        grid = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-        return squared_distances(grid, model.quantizer.codebook).t()[None]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -95,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {name: dict(gap=[], marginal=[], floor=[], gap_floor=[], width=[], seconds=[]) for name in options}
 
     for index in range(args.warm + args.batches):
-        cost = global_cost(model, mnist_batch(args.batch_size, offset=index * args.batch_size))
+        cost = cost_matrices(model, mnist_batch(args.batch_size, offset=index * args.batch_size), "global")
         exact = {}  # one exact solve per tau (settings that share code_relaxation share it)
         for name, option in options.items():
             start = time.perf_counter()
