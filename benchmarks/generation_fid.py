@@ -56,6 +56,36 @@ def sample_images(pipe: VQWAEPipeline, n: int, seed: int, batch_size: int, chann
     return as_uint8_rgb(images)[:, :channels]
 
 
+def setting_name(guidance_scale: float | None) -> str:
+    """A setting's row name: unconditional (None), or class-conditional at a guidance scale."""
+    return "unconditional" if guidance_scale is None else f"class-conditional g={guidance_scale:g}"
+
+
+def setting_tag(guidance_scale: float | None) -> str:
+    """A setting's file tag (samples-TAG.pt, features-TAG.pt, and codes-TAG.pt of --codes)."""
+    return setting_name(guidance_scale).replace(" ", "-").replace("=", "")
+
+
+def decoded_codes(pipe: VQWAEPipeline, folder: Path, guidance_scale: float | None, n: int, channels: int,
+                  batch_size: int) -> torch.Tensor:  # fmt: skip
+    """The code grids sampled elsewhere for a setting (folder/codes-TAG.pt, as benchmarks/gpu_prior.py
+    writes them), decoded with the pipeline's tokenizer as uint8 (n, channels, H, W)."""
+    path = folder / f"codes-{setting_tag(guidance_scale)}.pt"
+    if not path.is_file():
+        there = sorted(file.name for file in folder.glob("codes-*.pt"))
+        raise FileNotFoundError(f"--codes {folder}: no {path.name} (there: {there}); score only the settings sampled")
+    payload = torch.load(path)
+    if payload["tokenizer_id"] != pipe.tokenizer_id:
+        raise ValueError(f"{path} holds codes of another tokenizer than the pipeline's: decode them with a pipeline "
+                         "of the tokenizer they were sampled for")  # fmt: skip
+    if payload["n"] != n or payload["guidance_scale"] != guidance_scale:
+        raise ValueError(f"{path} holds n={payload['n']} at guidance {payload['guidance_scale']}, not n={n} at "
+                         f"{guidance_scale}: pass the --n it was sampled with")  # fmt: skip
+    if guidance_scale is not None and payload["num_classes"] != pipe.num_classes:
+        raise ValueError(f"{path}: sampled with {payload['num_classes']} classes, the pipeline has {pipe.num_classes}")
+    return as_uint8_rgb(pipe.decode(payload["codes"], batch_size))[:, :channels]
+
+
 def subset(count: int, n: int, num_classes: int) -> torch.Tensor:
     """Indices of the first `count` samples, or of the first count / num_classes of every class
     when the n samples are class-ordered blocks (num_classes > 0)."""
@@ -108,6 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=256, help="sampling batch")
     parser.add_argument("--inception-batch-size", type=int, default=64)
     parser.add_argument("--weights", default=None, help="Inception weights in torch-fidelity's layout")
+    parser.add_argument("--codes", type=Path, default=None,
+                        help="score code grids sampled elsewhere (DIR/codes-<setting>.pt of benchmarks/gpu_prior.py), "
+                             "decoded with the pipeline's tokenizer, instead of sampling the pipeline's prior")  # fmt: skip
     args = parser.parse_args(argv)
     counts = sorted({count for count in args.counts if count <= args.n} | {args.n})
     if min(counts) < 2:
@@ -119,8 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     num_classes = pipe.num_classes
     if args.guidance_scales and not num_classes:
         parser.error("--guidance-scales needs a class-conditional prior; give --guidance-scales with no value")
-    settings = {} if args.no_unconditional else {"unconditional": None}
-    settings.update({f"class-conditional g={scale:g}": scale for scale in args.guidance_scales})
+    scales = ([] if args.no_unconditional else [None]) + list(args.guidance_scales)
+    settings = {setting_name(scale): scale for scale in scales}
     if not settings:
         parser.error("nothing to score: drop --no-unconditional or give --guidance-scales")
     out = Path(args.out)
@@ -137,6 +170,13 @@ def main(argv: list[str] | None = None) -> dict:
                   reference_n=reference_n, extractor=f"inception-v3-compat ({weights.name})", seed=args.seed,
                   device=torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)",
                   settings={})  # fmt: skip
+    if args.codes is not None:
+        if not args.codes.is_dir():
+            parser.error(f"--codes {args.codes}: no such folder")
+        record = args.codes / "gpu_prior.json"
+        report["codes_from"] = dict(
+            folder=str(args.codes), prior=json.loads(record.read_text()) if record.is_file() else None
+        )
 
     def write() -> None:
         (out / "results.json").write_text(json.dumps(report, indent=2))
@@ -146,12 +186,16 @@ def main(argv: list[str] | None = None) -> dict:
     # minutes its files took when they were made (None if that record is gone), not the load time.
     previous = json.loads((out / "results.json").read_text())["settings"] if (out / "results.json").is_file() else {}
     for name, scale in settings.items():
-        tag = name.replace(" ", "-").replace("=", "")
+        tag = setting_tag(scale)
         resumed = [(out / f"{kind}-{tag}.pt").is_file() for kind in ("samples", "features")]
         started = time.monotonic()
-        sampling = {} if scale is None else dict(class_labels="each", guidance_scale=scale)
-        images = cached(out / f"samples-{tag}.pt", sample_images, pipe, args.n, args.seed, args.batch_size, channels,
-                        **sampling)  # fmt: skip
+        if args.codes is not None:
+            images = cached(out / f"samples-{tag}.pt", decoded_codes, pipe, args.codes, scale, args.n, channels,
+                            args.batch_size)  # fmt: skip
+        else:
+            sampling = {} if scale is None else dict(class_labels="each", guidance_scale=scale)
+            images = cached(out / f"samples-{tag}.pt", sample_images, pipe, args.n, args.seed, args.batch_size,
+                            channels, **sampling)  # fmt: skip
         sampled = time.monotonic()
         features = cached(out / f"features-{tag}.pt", inception_features, images, extractor, args.inception_batch_size,
                           desc=name)  # fmt: skip

@@ -120,16 +120,25 @@ class VQWAEPipeline:
             progress=progress,
         )  # fmt: skip
         # 2. Decode them with the tokenizer, batch by batch.
-        images = []
-        for start in tqdm(range(0, n, batch_size), desc="decode", disable=not progress, leave=False):
-            images.append(self.tokenizer.decode(codes[start : start + batch_size].to(self.device)).clamp(0, 1).cpu())
-        images = torch.cat(images)
+        images = self.decode(codes, batch_size, progress)
         # 3. Postprocess to the requested type.
         if output_type == "np":
             return VQWAEPipelineOutput(images.permute(0, 2, 3, 1).numpy(), codes)
         if output_type == "pt":
             return VQWAEPipelineOutput(images, codes)
         return VQWAEPipelineOutput(_to_pil(images), codes)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+        """Code grids (n, h, w) -> images (n, C, H, W) in [0, 1] on the CPU, `batch_size` at a time;
+        also for codes sampled elsewhere (benchmarks/gpu_prior.py samples them on a GPU)."""
+        if codes.dim() != 3 or codes.dtype.is_floating_point:
+            raise ValueError(f"codes must be integer code grids (n, h, w), got {tuple(codes.shape)} {codes.dtype}")
+        images = []
+        for start in tqdm(range(0, len(codes), batch_size), desc="decode", disable=not progress, leave=False):
+            batch = codes[start : start + batch_size].to(self.device, torch.long)
+            images.append(self.tokenizer.decode(batch).clamp(0, 1).cpu())
+        return torch.cat(images)
 
     def fid(self, n: int = 10000, reference: str = "mnist:test", reference_n: int | None = None, batch_size: int = 64,
             generator: torch.Generator | None = None, weights_path: str | None = None, **sampling) -> FIDResult:  # fmt: skip
