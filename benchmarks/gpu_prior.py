@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-unconditional", action="store_true")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (generation_fid.py's default: 0)")
     parser.add_argument("--batch-size", type=int, default=2000, help="sampling batch")
-    parser.add_argument("--work", default="/tmp/gpu-prior", help="the prior run's output_dir (stays on the device)")
+    parser.add_argument("--work", default="/tmp/gpu-prior", help="the prior run's output_dir, emptied first")
     parser.add_argument("--dry-run", action="store_true", help="tiny prior, a few steps: a rehearsal on the CPU")
     parser.add_argument("--train-arg", action="append", default=[], help="extra key=value for prior/train.py")
     args = parser.parse_args(argv)
@@ -169,7 +170,10 @@ def main(argv: list[str] | None = None) -> dict:
     results.update(probe_step_ms=round(1e3 * seconds, 2), max_steps=max_steps, recipe_max_steps=config.max_steps)
     write()
 
-    # 2. Train (one process; the time limit is a guard that should not trigger).
+    # 2. Train (one process; the time limit is a guard that should not trigger), in an emptied
+    # folder: a warm device machine keeps /tmp between calls, and an earlier run's metrics and
+    # checkpoints must not mix into this one's.
+    shutil.rmtree(args.work, ignore_errors=True)
     guard = [f"max_steps={max_steps}", f"checkpoint_every={max_steps}", f"time_limit_minutes={args.minutes + 1.5}"]
     command = [sys.executable, str(ROOT / "prior/train.py"), "--config", str(config_file), *settings, *guard]
     train_started = time.monotonic()
@@ -192,7 +196,9 @@ def main(argv: list[str] | None = None) -> dict:
     scales = unconditional  # a conditional prior: the headline scale first, the unconditional one, the rest
     if pipe.num_classes:
         scales = args.guidance_scales[:1] + unconditional + args.guidance_scales[1:]
-    sample_settings(pipe, scales, args.n, args.seed, args.batch_size, out, started + 60 * args.deadline_minutes, results)
+    sample_settings(
+        pipe, scales, args.n, args.seed, args.batch_size, out, started + 60 * args.deadline_minutes, results
+    )
     results["total_minutes"] = round((time.monotonic() - started) / 60, 2)
     write()
     print(markdown(results))

@@ -67,3 +67,12 @@ def test_steps_fit_the_minutes_and_never_pass_the_recipe():
     assert gpu_prior.steps_that_fit(0.010, 5.0, 20000, 500, 500) == 20000
     assert gpu_prior.steps_that_fit(0.030, 5.0, 20000, 500, 500) == 7500  # 7692 rounded down
     assert gpu_prior.steps_that_fit(10.0, 1.0, 20000, 500, 500) == 1000  # never below warm-up + one block
+
+
+def test_a_second_call_on_a_warm_machine_starts_a_fresh_run(rehearsal, tmp_path):
+    folder, _ = rehearsal  # the same --work folder again, as on a device machine kept warm between calls
+    again = gpu_prior.main(["--tokenizer", str(folder / "tiny" / "tokenizer"), "--out", str(tmp_path),
+                            "--work", str(folder / "work"), "--dry-run", "--n", "20", "--no-unconditional",
+                            "--guidance-scales", "1"])  # fmt: skip
+    assert [row["step"] for row in again["curve"]] == [3, 6]  # not the first run's rows as well
+    assert set(again["sampling"]) == {"class-conditional-g1"}
