@@ -31,7 +31,8 @@ from ot_solver import cost_matrices
 
 from tokenizer.model import load_tokenizer
 from tokenizer.quantizers import WassersteinQuantizer
-from tokenizer.transport import check_against_exact, semi_relaxed_transport, sinkhorn_transport
+from tokenizer.transport import sinkhorn_transport
+from tokenizer.transport_check import check_against_exact, semi_relaxed_transport
 
 KEYS = {
     "epsilon": float,

@@ -134,7 +134,7 @@ def test_assignment_cells_are_the_laguerre_cells_of_the_potential():
 
 @pytest.mark.parametrize("plan_type", ["assignment", "entropic"])
 def test_check_against_exact_agrees_with_a_direct_emd2_call(plan_type):
-    from tokenizer.transport import check_against_exact
+    from tokenizer.transport_check import check_against_exact
 
     cost, weights = training_like_problem(3, 32, 64, dim=8)
     solved = sinkhorn_transport(
@@ -223,7 +223,7 @@ def test_relaxed_warm_start_forgets_its_history():
 def test_semi_relaxed_exact_solution_matches_brute_force_over_code_marginals():
     """The exact semi-relaxed optimum min_m emd2(m, b) + tau KL(m || pi), found by a grid over the
     code marginals of a 3-code problem with POT's emd2, lies between the solver's certified bounds."""
-    from tokenizer.transport import relaxed_objective, semi_relaxed_transport
+    from tokenizer.transport_check import relaxed_objective, semi_relaxed_transport
 
     cost, weights = training_like_problem(1, 3, 7, dim=2, seed=3)
     tau = torch.tensor([0.5 * cost[0].amin(0).mean().item()])
@@ -243,7 +243,7 @@ def test_check_of_a_semi_relaxed_solve_against_its_exact_problem(dense_plan):
     """check_against_exact on a code_relaxation solve compares the objective <P, C> + tau KL(m || pi)
     (by hand from the solver's plan) with the certified optimum: a converged solve at small epsilon
     is within 0.1% with the optimal code marginal; 3 iterations at the default epsilon are not."""
-    from tokenizer.transport import check_against_exact, relaxed_objective
+    from tokenizer.transport_check import check_against_exact, relaxed_objective
 
     cost, weights = training_like_problem(2, 16, 128, dim=4)
     options = dict(plan_type="assignment", dense_plan=dense_plan, code_relaxation=1.0, check_every=25)
@@ -270,7 +270,7 @@ def test_dual_steps_bring_the_cells_towards_the_exact_optimum(relaxation):
     the closer the Laguerre cells' code marginal to the exact optimum's (POT's emd2 marginal, or
     the certified semi-relaxed optimum's), and for the semi-relaxed objective, the closer its value
     (within 2% after 80 steps; the rounded Sinkhorn potential alone is 5.6% above)."""
-    from tokenizer.transport import check_against_exact, code_marginals
+    from tokenizer.transport_check import check_against_exact, code_marginals
 
     cost, weights = training_like_problem(2, 32, 256, dim=4, seed=3)
     options = dict(plan_type="assignment", epsilon=0.1, max_iterations=100, check_every=25, code_relaxation=relaxation)

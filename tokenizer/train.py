@@ -41,7 +41,7 @@ from tokenizer.training import (
     per_process_batch_size,
     stop_at_time_limit,
 )
-from tokenizer.transport import check_against_exact
+from tokenizer.transport_check import check_against_exact
 
 
 def main(argv=None) -> dict:
