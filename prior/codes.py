@@ -16,7 +16,7 @@ from tokenizer.model import VQWAE
 
 # VQWAEConfig fields added after tokenizer identities were first written into pipelines, priors
 # and code caches: left out of the identity while at their default, so those files stay valid.
-FIELDS_ADDED_LATER = ("sinkhorn_dual_steps",)
+FIELDS_ADDED_LATER = ("sinkhorn_dual_steps", "sinkhorn_dual_candidates")
 
 
 def tokenizer_identity(tokenizer: VQWAE) -> str:

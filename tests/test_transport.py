@@ -288,6 +288,27 @@ def test_dual_steps_bring_the_cells_towards_the_exact_optimum(relaxation):
     assert torch.allclose(code_marginals(refined, 32).sum(-1), torch.ones(2, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("relaxation", [0.0, 1.0], ids=["balanced", "semi-relaxed"])
+def test_dual_candidates_choose_cells_as_the_full_search_does(relaxation):
+    """dual_candidates c: the steps search each latent's c nearest codes under the Sinkhorn
+    potential. c = K is the full search; a few candidates find the same cells here (the potential
+    moves little in 20 steps); c = 1 cannot move any latent, so the cells stay those of the
+    Sinkhorn potential (the solve without dual steps) while the potential itself still moves."""
+    cost, weights = training_like_problem(2, 64, 512, dim=4, seed=3)
+    options = dict(plan_type="assignment", epsilon=0.1, max_iterations=100, check_every=25, code_relaxation=relaxation)
+    full = sinkhorn_transport(cost, weights, dual_steps=20, **options)
+    for candidates in (64, 8, 4):
+        pruned = sinkhorn_transport(cost, weights, dual_steps=20, dual_candidates=candidates, **options)
+        torch.testing.assert_close(pruned.cells, full.cells)
+        torch.testing.assert_close(pruned.cost, full.cost)
+        torch.testing.assert_close(pruned.code_potential, full.code_potential)
+    frozen = sinkhorn_transport(cost, weights, dual_steps=20, dual_candidates=1, **options)
+    torch.testing.assert_close(frozen.cells, sinkhorn_transport(cost, weights, **options).cells)
+    assert not torch.allclose(frozen.code_potential, full.code_potential)
+    with pytest.raises(ValueError, match="dual_candidates=-1 must be >= 0"):
+        sinkhorn_transport(cost, weights, dual_steps=20, dual_candidates=-1, **options)
+
+
 def test_dual_steps_need_an_assignment_plan():
     cost, weights = training_like_problem(1, 8, 16, dim=4)
     with pytest.raises(ValueError, match="dual_steps"):

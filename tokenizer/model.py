@@ -46,6 +46,9 @@ class VQWAEConfig:
     # > 0 (assignment plan): subgradient steps on the unregularised dual after Sinkhorn, so the
     # Laguerre cells solve the problem without entropy (BENCHMARKS.md section 0, OT gap)
     sinkhorn_dual_steps: int = 0
+    # > 0: the dual steps choose each latent's cell among its this many nearest codes under the
+    # Sinkhorn potential (one top-c pass, then (N, c) work a step instead of (N, K)); 0 = all codes
+    sinkhorn_dual_candidates: int = 0
     # What the OT term pulls each latent towards (assignment plan): `cell`, its OT cell's code (the
     # paper's gradient), or `nearest`, the code that decodes it; the codebook is trained by OT either way.
     ot_encoder_target: str = "cell"
@@ -76,6 +79,7 @@ class VQWAEConfig:
         check_positive("model.sinkhorn_step_bound", self.sinkhorn_step_bound, allow_zero=True)
         check_positive("model.sinkhorn_code_relaxation", self.sinkhorn_code_relaxation, allow_zero=True)
         check_positive("model.sinkhorn_dual_steps", self.sinkhorn_dual_steps, allow_zero=True)
+        check_positive("model.sinkhorn_dual_candidates", self.sinkhorn_dual_candidates, allow_zero=True)
         if self.sinkhorn_dual_steps and self.sinkhorn_plan != "assignment":
             raise ValueError(
                 "model.sinkhorn_dual_steps > 0 needs model.sinkhorn_plan=assignment (it refines the cells)"
@@ -187,6 +191,7 @@ class VQWAE(
                     step_bound=config.sinkhorn_step_bound,
                     code_relaxation=config.sinkhorn_code_relaxation,
                     dual_steps=config.sinkhorn_dual_steps,
+                    dual_candidates=config.sinkhorn_dual_candidates,
                 ),
                 exact_max_iterations=config.exact_max_iterations,
                 warm_start=config.sinkhorn_warm_start,

@@ -112,6 +112,7 @@ def sinkhorn_transport(
     code_relaxation: float = 0.0,
     dual_steps: int = 0,
     dual_step_size: float = 0.01,
+    dual_candidates: int = 0,
 ) -> TransportResult:
     """Batched entropic OT (Sinkhorn) for all P problems at once, on the tensors' own device, fp32.
 
@@ -151,6 +152,10 @@ def sinkhorn_transport(
     semi-relaxed), g_k += dual_step_size x scale x K x (target_k - m_k) / sqrt(t + 1), with m the
     cells' masses and target = pi (balanced) or pi e^(-g / tau). Rounding the entropic potential
     costs a few percent of objective (eps blurs the cell boundaries); each step is one argmin.
+    dual_candidates c > 0 makes those steps cheap: each latent keeps the c codes nearest to it under
+    the Sinkhorn potential (one top-c pass) and the steps choose its cell among them, (N, c) work a
+    step instead of (N, K). The potential moves little in a few steps, so the cells rarely leave
+    the candidates; the plan stays feasible either way (every latent wholly in one code).
     """
     check_shapes(cost_matrix, code_weights)
     if epsilon_scale not in ("nearest", "mean"):
@@ -161,6 +166,8 @@ def sinkhorn_transport(
         raise ValueError("dense_plan=False needs plan_type='assignment' (an entropic plan is dense)")
     if dual_steps < 0 or (dual_steps > 0 and plan_type != "assignment"):
         raise ValueError(f"dual_steps={dual_steps} needs to be >= 0, and > 0 only with plan_type='assignment'")
+    if dual_candidates < 0:
+        raise ValueError(f"dual_candidates={dual_candidates} must be >= 0 (0: every code is a candidate)")
     num_problems, num_codes, num_latents = cost_matrix.shape
     with torch.no_grad(), torch.autocast(cost_matrix.device.type, enabled=False):
         # Work latent-major, (P, N, K): the layout nearest-code distances come in (a free view when
@@ -243,20 +250,30 @@ def sinkhorn_transport(
         cells = None
         if plan_type == "assignment":
 
-            def assign(potential: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # cells, their masses
+            def cells_of(potential: torch.Tensor) -> torch.Tensor:  # (P, N, 1): each latent's Laguerre cell
                 # min(...).indices rather than argmin: the same indices, 2-3x faster on CPU.
-                cells = torch.sub(cost, potential, out=work).min(dim=-1, keepdim=True).indices  # (P, N, 1)
-                masses = torch.zeros_like(code_mass).scatter_add_(
-                    -1, cells.transpose(1, 2), latent_mass.transpose(1, 2)
-                )
-                return cells, masses
+                return torch.sub(cost, potential, out=work).min(dim=-1, keepdim=True).indices
 
-            cells, assigned_mass = assign(potential)
+            if dual_steps and 0 < dual_candidates < num_codes:  # the steps look only at each latent's candidates
+                candidates = torch.sub(cost, potential, out=work).topk(dual_candidates, dim=-1, largest=False).indices
+                candidate_cost = cost.gather(-1, candidates)  # (P, N, c)
+                everywhere = (num_problems, num_latents, num_codes)
+
+                def cells_of(potential: torch.Tensor) -> torch.Tensor:  # noqa: F811
+                    scores = candidate_cost - potential.expand(everywhere).gather(-1, candidates)
+                    return candidates.gather(-1, scores.min(dim=-1, keepdim=True).indices)
+
+            def masses_of(cells: torch.Tensor) -> torch.Tensor:  # (P, 1, K): the latent mass in each cell
+                return torch.zeros_like(code_mass).scatter_add_(-1, cells.transpose(1, 2), latent_mass.transpose(1, 2))
+
+            cells = cells_of(potential)
+            assigned_mass = masses_of(cells)
             step = dual_step_size * num_codes * scale[:, None, None]
             for t in range(dual_steps):  # subgradient ascent on the dual without entropy
                 target = code_mass * (-potential / tau).exp() if code_relaxation > 0 else code_mass
                 potential = potential + step / math.sqrt(t + 1) * (target - assigned_mass)
-                cells, assigned_mass = assign(potential)
+                cells = cells_of(potential)
+                assigned_mass = masses_of(cells)
             error = (assigned_mass - code_mass).abs().sum(-1).max()
             plan = torch.zeros_like(cost).scatter_(-1, cells, latent_mass) if dense_plan else None
         potential = potential.squeeze(1)
