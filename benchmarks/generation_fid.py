@@ -10,7 +10,8 @@ Every setting's samples and Inception features are saved under OUT as they are m
 tables are rewritten after each one, so a stopped run resumes where it stopped. A count m below
 N takes the first m unconditional samples, or the first m / num_classes samples of every class.
 --floor adds the tokenizer's own rFID: its reconstructions of the same reference images.
-Writes OUT/results.json and OUT/results.md.
+Writes OUT/results.json and OUT/results.md, and a grid per setting, OUT/grid-<setting>.png:
+the first (up to) 10 samples of every class, a row each, or the first 100 unconditional samples.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from torchvision.utils import save_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -200,6 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
         features = cached(out / f"features-{tag}.pt", inception_features, images, extractor, args.inception_batch_size,
                           desc=name)  # fmt: skip
         blocks = num_classes if scale is not None else 0
+        # What a person sees: a row of (up to) 10 samples per class, or 10 x 10 unconditional ones.
+        per_row = min(10, args.n // blocks) if blocks else 10
+        shown = subset(per_row * blocks, args.n, blocks) if blocks else torch.arange(min(100, args.n))
+        save_image(images[shown].float() / 255, out / f"grid-{tag}.png", nrow=per_row, padding=2)
         fid = {str(count): frechet_distance(fid_statistics(features[subset(count, args.n, blocks)]), reference)
                for count in counts}  # fmt: skip
         minutes = dict(sampling_minutes=(sampled - started) / 60, inception_minutes=(time.monotonic() - sampled) / 60)

@@ -55,6 +55,11 @@ def test_table_matches_compute_fid_and_resumes(pipeline_dir, tmp_path):
     )
     saved = torch.load(tmp_path / "samples-class-conditional-g2.pt")
     assert torch.equal(saved, as_uint8_rgb(conditional)[:, :1])
+    # The grids: a row per class of its first samples (2 here), and the unconditional samples 10 a row.
+    from PIL import Image
+
+    assert Image.open(tmp_path / "grid-class-conditional-g2.png").size == (2 * 18 + 2, 10 * 18 + 2)
+    assert Image.open(tmp_path / "grid-unconditional.png").size == (10 * 18 + 2, 2 * 18 + 2)
 
     test_images = load_images(DataConfig(image_size=16), 1)["test"].select(range(20))
     floor = reconstruction_fid(pipe.tokenizer.eval(), test_images, reference="mnist:test")
