@@ -103,7 +103,12 @@ def markdown(report: dict) -> str:
     counts = report["counts"]
     lines = [
         f"{report['n']} samples per setting against {report['reference']} ({report['reference_n']} images), "
-        f"{report['extractor']}; seed {report['seed']}",
+        f"{report['extractor']}; seed {report['seed']}"
+        + (
+            f"; code grids sampled on {report['codes_from']['device']} ({report['codes_from']['folder']})"
+            if report.get("codes_from")
+            else ""
+        ),
         "",
         "| setting | guidance scale | "
         + " | ".join(f"FID @ {count}" for count in counts)
@@ -176,9 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.codes.is_dir():
             parser.error(f"--codes {args.codes}: no such folder")
         record = args.codes / "gpu_prior.json"
-        report["codes_from"] = dict(
-            folder=str(args.codes), prior=json.loads(record.read_text()) if record.is_file() else None
-        )
+        prior = json.loads(record.read_text()) if record.is_file() else None
+        report["codes_from"] = dict(folder=str(args.codes), device=(prior or {}).get("device", "?"), prior=prior)
 
     def write() -> None:
         (out / "results.json").write_text(json.dumps(report, indent=2))
@@ -212,6 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
         for key, was_saved in zip(minutes, resumed):
             if was_saved:
                 minutes[key] = previous.get(name, {}).get(key)
+        if args.codes is not None:  # sampled elsewhere: the minutes it took there (decoding here is seconds)
+            sampled_there = ((report["codes_from"]["prior"] or {}).get("sampling") or {}).get(tag)
+            minutes["sampling_minutes"] = sampled_there.get("minutes") if isinstance(sampled_there, dict) else None
         report["settings"][name] = dict(guidance_scale=scale, fid=fid, **minutes)
         print(f"{name}: FID {fid[str(args.n)]:.2f} @ {args.n}", flush=True)
         write()

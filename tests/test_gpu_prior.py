@@ -44,6 +44,10 @@ def test_codes_score_as_the_pipeline_sampling_itself(rehearsal, tmp_path):
     for name in ("unconditional", "class-conditional g=2"):
         assert decoded["settings"][name]["fid"] == pytest.approx(sampled["settings"][name]["fid"], rel=1e-6)
     assert decoded["codes_from"]["prior"]["max_steps"] == 6
+    # Its sampling minutes are those of the device that sampled the codes, not of the decoding here.
+    sampled_there = decoded["codes_from"]["prior"]["sampling"]["class-conditional-g2"]["minutes"]
+    assert decoded["settings"]["class-conditional g=2"]["sampling_minutes"] == sampled_there
+    assert "code grids sampled on CPU" in (tmp_path / "decoded" / "results.md").read_text()
 
 
 def test_codes_are_refused_for_another_tokenizer_or_setting(rehearsal, tmp_path):
