@@ -25,6 +25,12 @@ from tokenizer.config import run_cli
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# A small prior (4 layers, 128 wide, batch 32, fp32, lr 6e-4: the setting the README's quickstart
+# figures were measured with) so the whole job fits in about 9 CPU minutes.
+PRIOR_OVERRIDES = ("model.num_layers=4", "model.hidden_size=128", "model.num_heads=4", "batch_size=32",
+                   "learning_rate=0.0006", "mixed_precision=no")  # fmt: skip
+
+
 def launch(script: str, config: str, *overrides: str) -> None:
     """`accelerate launch SCRIPT --config CONFIG overrides...`, as a user would type it."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
@@ -49,10 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 2. Stage two: the prior, which also writes the pipeline folder.
     launch("prior/train.py", "configs/prior/mnist.yaml", f"output_dir={output / 'prior'}",
            f"tokenizer={output / 'tokenizer' / 'final'}", f"max_steps={args.prior_steps}", "log_with=none",
-           # A small prior (4 layers, 128 wide, batch 32, fp32, lr 6e-4: the setting the README's
-           # quickstart figures were measured with) so the whole job fits in about 9 CPU minutes.
-           "model.num_layers=4", "model.hidden_size=128", "model.num_heads=4", "batch_size=32",
-           "learning_rate=0.0006", "mixed_precision=no")  # fmt: skip
+           *PRIOR_OVERRIDES)  # fmt: skip
     pipeline_dir = output / "prior" / "pipeline"
 
     # 3. Sample 16 images into a grid.

@@ -61,3 +61,25 @@ def test_shipped_prior_configs_load(repo_root):
     for path in sorted((repo_root / "configs" / "prior").glob("*.yaml")):
         config = load_config(PriorTrainConfig, path, ["tokenizer=some/tokenizer"])
         assert config.model.hidden_size % config.model.num_heads == 0
+
+
+def test_no_yes_on_off_stay_words(tmp_path):
+    """YAML 1.2 booleans: only true/false. PyYAML's YAML 1.1 read `no` as False, so
+    `mixed_precision=no` (the quickstart's prior override) failed as "must be a string"."""
+    assert parse_overrides(["a=no", "b=yes", "c=off", "d=false", "e=True"]) == {
+        "a": "no", "b": "yes", "c": "off", "d": False, "e": True
+    }
+    assert load_config(TokenizerTrainConfig, None, ["mixed_precision=no"]).mixed_precision == "no"
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("mixed_precision: no\ncompile: false\n")
+    assert load_config(TokenizerTrainConfig, config_file).mixed_precision == "no"
+    with pytest.raises(ValueError, match="compile must be true or false, got 'no'"):
+        load_config(TokenizerTrainConfig, None, ["compile=no"])
+
+
+def test_the_quickstart_prior_overrides_load(repo_root):
+    from pipelines.quickstart import PRIOR_OVERRIDES
+    from prior.train_config import PriorTrainConfig
+
+    config = load_config(PriorTrainConfig, repo_root / "configs/prior/mnist.yaml", ["tokenizer=t", *PRIOR_OVERRIDES])
+    assert (config.mixed_precision, config.model.num_layers, config.batch_size) == ("no", 4, 32)

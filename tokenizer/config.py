@@ -8,6 +8,7 @@ them. Unknown keys and values of the wrong type raise `ValueError` naming what i
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,6 +17,24 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with the 1.2 booleans: only true / false. PyYAML follows YAML 1.1, where no, yes, on and
+    off are booleans too, so `mixed_precision=no` would arrive as False and fail as a string."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -27,7 +46,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ValueError(
                 f"malformed override {item!r}: write key=value, e.g. learning_rate=0.001 or model.codebook_size=256"
             )
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
         node = nested
         *parents, leaf = key.split(".")
         for part in parents:
@@ -133,7 +152,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"config file {str(path)!r} does not exist; see configs/ for the shipped ones")
-        values = yaml.safe_load(path.read_text()) or {}
+        values = _load_yaml(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"config file {str(path)!r} must hold a mapping of keys to values")
     values = merge(values, parse_overrides(overrides or []))
