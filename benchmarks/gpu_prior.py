@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import device_name, synchronize  # noqa: E402
+from common import device_name, time_side_by_side  # noqa: E402
 from generation_fid import setting_tag  # noqa: E402
 
 from pipelines import VQWAEPipeline  # noqa: E402
@@ -62,20 +62,16 @@ def step_seconds(config: PriorTrainConfig, vocabulary: CodeVocabulary, device: s
     tokens = torch.randint(0, vocabulary.codebook_size, (config.batch_size, 1 + vocabulary.sequence_length),
                            device=device)  # fmt: skip
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
-    times = []
-    for index in range(steps + 3):  # three warm-up steps
-        synchronize(device)
-        started = time.perf_counter()
+
+    def step() -> None:
         with autocast:
             loss = causal_lm_loss(model, tokens)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        synchronize(device)
-        if index >= 3:
-            times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
+
+    return time_side_by_side({"step": step}, rounds=steps, warmup=3, device=device)["step"]
 
 
 def steps_that_fit(seconds_per_step: float, minutes: float, most: int, warmup: int, round_to: int) -> int:
@@ -97,7 +93,6 @@ def sample_settings(pipe: VQWAEPipeline, scales: list[float | None], n: int, see
                     out: Path, deadline: float, results: dict) -> None:  # fmt: skip
     """Sample every setting while time is left; each one's codes are saved as soon as made, in the
     form generation_fid.py --codes reads."""
-    identity = tokenizer_identity(pipe.tokenizer)
     for scale in scales:
         if time.monotonic() > deadline:
             results["sampling"][setting_tag(scale)] = "skipped: deadline"
@@ -108,7 +103,7 @@ def sample_settings(pipe: VQWAEPipeline, scales: list[float | None], n: int, see
         codes = pipe(n=n, generator=generator, batch_size=batch_size, output_type="pt", progress=False,
                      **sampling).codes  # fmt: skip
         payload = dict(codes=codes.to(torch.int16).cpu(), guidance_scale=scale, seed=seed, n=n,
-                       num_classes=pipe.num_classes, tokenizer_id=identity, sampled_on=device_name())  # fmt: skip
+                       num_classes=pipe.num_classes, tokenizer_id=pipe.tokenizer_id, sampled_on=device_name())  # fmt: skip
         torch.save(payload, out / f"codes-{setting_tag(scale)}.pt")
         results["sampling"][setting_tag(scale)] = {"minutes": round((time.monotonic() - started) / 60, 3)}
 
