@@ -13,8 +13,11 @@ A variant is NAME CONFIG [key=value ...] (the overrides of `tokenizer/train.py`)
 with `tokenizer/train.py` into OUT/NAME/seed-S; a finished run (its result.json) is skipped on a
 rerun and an interrupted one resumes from its last checkpoint, so a sweep survives a stop.
 `--parallel N` trains N runs at once (on a CPU the cores are split between them unless
-OMP_NUM_THREADS is set; on a GPU all share it). Writes OUT/results.json and OUT/results.md. Choose settings on `--split validation`;
-report `--split test`. Every run also records its validation-split metrics.
+OMP_NUM_THREADS is set; on a GPU all share it). `--deadline-minutes M` stops every run M minutes
+from now with a checkpoint (for a lent machine's time; `benchmarks/gpu_compare.py` brings the
+runs back); the tables wait until a rerun has finished them all. Writes OUT/results.json and
+OUT/results.md. Choose settings on `--split validation`; report `--split test`. Every run also
+records its validation-split metrics.
 """
 
 from __future__ import annotations
@@ -79,23 +82,35 @@ def run_overrides(seed: int, steps: int, folder: Path) -> list[str]:
     return [f"seed={seed}", f"max_steps={steps}", f"output_dir={folder}", "resume=latest", "log_with=none"]
 
 
-def train_all(jobs: list[tuple[str, list[str], int, Path]], steps: int, parallel: int) -> None:
-    """Run `tokenizer/train.py` for every unfinished job, `parallel` at a time."""
+def is_trained(folder: Path) -> bool:
+    return (folder / "final" / "config.json").is_file()
+
+
+def train_all(
+    jobs: list[tuple[str, list[str], int, Path]], steps: int, parallel: int, deadline: float | None = None
+) -> None:
+    """Run `tokenizer/train.py` for every unfinished job, `parallel` at a time. `deadline` (a
+    time.monotonic() value): every run stops there with a checkpoint (time_limit_minutes), and no
+    run starts after it; a rerun resumes them. A failed run is reported once the others end."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
         # Split the cores between the runs: oversubscribed OpenMP threads spin and slow every run ~8x.
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
-    pending, running = [job for job in jobs if not (job[3] / "final" / "config.json").is_file()], []
+    pending, running, failed = [job for job in jobs if not is_trained(job[3])], [], []
     print(f"{len(jobs) - len(pending)} of {len(jobs)} runs already trained; training {len(pending)}", flush=True)
     while pending or running:
-        while pending and len(running) < parallel:
+        minutes_left = None if deadline is None else (deadline - time.monotonic()) / 60
+        while pending and len(running) < parallel and (minutes_left is None or minutes_left > 0.1):
             config, overrides, seed, folder = pending.pop(0)
             folder.mkdir(parents=True, exist_ok=True)
             command = [sys.executable, str(ROOT / "tokenizer" / "train.py"), "--config", config, *overrides]
             command += run_overrides(seed, steps, folder)
+            command += [] if minutes_left is None else [f"time_limit_minutes={minutes_left:.3f}"]
             log = open(folder / "train.log", "a")
             running.append((subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log), folder, log))
             print(f"training {folder}", flush=True)
+        if pending and not running:
+            break  # past the deadline: the rest waits for a rerun
         time.sleep(0.5)
         for item in list(running):
             process, folder, log = item
@@ -105,8 +120,12 @@ def train_all(jobs: list[tuple[str, list[str], int, Path]], steps: int, parallel
             log.close()
             if process.returncode != 0:
                 tail = (folder / "train.log").read_text()[-2000:]
-                raise RuntimeError(f"training {folder} failed (exit {process.returncode}); end of its log:\n{tail}")
-            print(f"trained {folder}", flush=True)
+                failed.append(f"training {folder} failed (exit {process.returncode}); end of its log:\n{tail}")
+                print(failed[-1].splitlines()[0], flush=True)
+            else:
+                print(f"{'trained' if is_trained(folder) else 'stopped at the deadline:'} {folder}", flush=True)
+    if failed:
+        raise RuntimeError("\n\n".join(failed))
 
 
 def evaluate_run(config: TokenizerTrainConfig, split: str, rfid_n: int, max_batches: int | None) -> dict:
@@ -210,6 +229,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
     parser.add_argument("--reference", default=None, help="variant the step times are relative to (default: first vq)")
     parser.add_argument("--timing-rounds", type=int, default=20, help="0 skips the step-time ratios")
+    parser.add_argument("--deadline-minutes", type=float, default=None,
+                        help="stop every run this many minutes from now with a checkpoint; a rerun resumes")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         variants = parse_variants(args.variant, [f"max_steps={args.steps}"])
@@ -217,6 +238,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(error))
     if args.parallel < 1 or args.steps < 1:
         parser.error("--parallel and --steps must be >= 1")
+    if args.deadline_minutes is not None and args.deadline_minutes <= 0:
+        parser.error("--deadline-minutes must be > 0")
+    deadline = None if args.deadline_minutes is None else time.monotonic() + 60 * args.deadline_minutes
     if args.reference is None:
         plain = [name for name, (config, overrides) in variants.items()
                  if load_config(TokenizerTrainConfig, config, overrides).model.quantizer == "vq"]  # fmt: skip
@@ -228,20 +252,27 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. Train every (variant, seed) that has not finished yet.
     jobs = [(config, overrides, seed, out / name / f"seed-{seed}")
             for name, (config, overrides) in variants.items() for seed in args.seeds]  # fmt: skip
-    train_all(jobs, args.steps, args.parallel)
+    train_all(jobs, args.steps, args.parallel, deadline)
 
-    # 2. Score each run once (result.json next to it; a rerun reads it back).
-    results = {}
+    # 2. Score each finished run once (result.json next to it; a rerun reads it back).
+    results, unfinished = {}, []
     for name, (config, overrides) in variants.items():
         results[name] = {}
         for seed in args.seeds:
             folder = out / name / f"seed-{seed}"
+            if not is_trained(folder):
+                unfinished.append(str(folder))
+                continue
             saved = folder / f"result-{args.split}-rfid{args.rfid_n}-batches{args.max_batches}.json"
             if not saved.is_file():
                 run = run_config(config, overrides, seed, args.steps, folder)
                 saved.write_text(json.dumps(evaluate_run(run, args.split, args.rfid_n, args.max_batches), indent=2))
             results[name][seed] = json.loads(saved.read_text())
             print(f"{name} seed {seed}: {args.split} PSNR {results[name][seed][args.split]['psnr']:.2f} dB", flush=True)
+
+    if unfinished:  # a summary over fewer seeds than asked would mislead: no tables yet
+        print(f"not finished (stopped at the deadline): {', '.join(unfinished)}; run the same command to resume")
+        return {"unfinished": unfinished, "runs": results}
 
     # 3. Step-time ratios, side by side, from the first seed's trained models.
     timing = {}
