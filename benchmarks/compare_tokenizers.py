@@ -86,16 +86,23 @@ def is_trained(folder: Path) -> bool:
     return (folder / "final" / "config.json").is_file()
 
 
+def run_environment(parallel: int) -> dict:
+    """The training processes' environment: ROOT on PYTHONPATH before what it already holds (a
+    device machine keeps its wheels there), and on a CPU the cores split between the runs."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        # Oversubscribed OpenMP threads spin and slow every run ~8x.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+    return env
+
+
 def train_all(
     jobs: list[tuple[str, list[str], int, Path]], steps: int, parallel: int, deadline: float | None = None
 ) -> None:
     """Run `tokenizer/train.py` for every unfinished job, `parallel` at a time. `deadline` (a
     time.monotonic() value): every run stops there with a checkpoint (time_limit_minutes), and no
     run starts after it; a rerun resumes them. A failed run is reported once the others end."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-        # Split the cores between the runs: oversubscribed OpenMP threads spin and slow every run ~8x.
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+    env = run_environment(parallel)
     pending, running, failed = [job for job in jobs if not is_trained(job[3])], [], []
     print(f"{len(jobs) - len(pending)} of {len(jobs)} runs already trained; training {len(pending)}", flush=True)
     while pending or running:

@@ -62,3 +62,17 @@ def test_bad_variant_is_one_clear_line(tmp_path, variant, message):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and message in result.stderr.strip().splitlines()[-1]
     assert not any(tmp_path.iterdir())  # nothing trained
+
+
+def test_runs_keep_the_callers_python_path(monkeypatch, tmp_path):
+    # A device machine's wheels live on PYTHONPATH: the training runs must still find them.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import compare_tokenizers
+
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    env = compare_tokenizers.run_environment(parallel=2)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), str(tmp_path)]
+    assert int(env["OMP_NUM_THREADS"]) == max(1, (os.cpu_count() or 1) // 2)
+    monkeypatch.delenv("PYTHONPATH")
+    assert compare_tokenizers.run_environment(parallel=1)["PYTHONPATH"] == str(ROOT)
