@@ -14,8 +14,9 @@ with `tokenizer/train.py` into OUT/NAME/seed-S; a finished run (its result.json)
 rerun and an interrupted one resumes from its last checkpoint, so a sweep survives a stop.
 `--parallel N` trains N runs at once (on a CPU the cores are split between them unless
 OMP_NUM_THREADS is set; on a GPU all share it). `--deadline-minutes M` stops every run M minutes
-from now with a checkpoint (for a lent machine's time; `benchmarks/gpu_compare.py` brings the
-runs back); the tables wait until a rerun has finished them all. Writes OUT/results.json and
+from now with a checkpoint (each run's start-up, data loading included, comes on top; for a lent
+machine's time, and `benchmarks/gpu_compare.py` brings the runs back); the tables wait until a
+rerun has finished them all. Writes OUT/results.json and
 OUT/results.md. Choose settings on `--split validation`; report `--split test`. Every run also
 records its validation-split metrics.
 """
