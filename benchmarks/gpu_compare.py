@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import compare_tokenizers  # noqa: E402
 from common import device_name  # noqa: E402
 
-from tokenizer.checkpointing import list_checkpoints, read_state  # noqa: E402
+from tokenizer.checkpointing import latest_step, list_checkpoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TAR_LIMIT = 16 * 2**20  # bytes a file coming back from the device may have
@@ -63,10 +63,9 @@ def pack_run(run: Path, work: Path, out: Path) -> dict:
             info = tarfile.TarInfo(str(log.relative_to(work)))
             info.size, info.mtime = len(data), int(time.time())
             tar.addfile(info, io.BytesIO(data))
-    step = read_state(checkpoints[-1])["step"] if checkpoints else 0
     if tar_path.stat().st_size > TAR_LIMIT:
         raise RuntimeError(f"{tar_path} is {tar_path.stat().st_size} bytes, over what the device returns")
-    return {"tar": tar_path.name, "finished": finished, "newest_checkpoint_step": step}
+    return {"tar": tar_path.name, "finished": finished, "newest_checkpoint_step": latest_step(run)}
 
 
 def main(argv: list[str] | None = None) -> dict:

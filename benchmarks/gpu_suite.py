@@ -44,7 +44,7 @@ import torch._inductor.config
 from common import device_name, mnist_batch, time_side_by_side
 from train_step import make_step
 
-from tokenizer.checkpointing import list_checkpoints, read_state
+from tokenizer.checkpointing import latest_step, list_checkpoints
 from tokenizer.config import load_config
 from tokenizer.train_config import TokenizerTrainConfig
 
@@ -132,12 +132,6 @@ def ot_table(rounds: int, timeout: float) -> str:
     except subprocess.TimeoutExpired:
         return f"not finished within {timeout:.0f} s"
     return result.stdout if result.returncode == 0 else f"failed:\n{result.stderr[-2000:]}"
-
-
-def latest_step(folder: Path) -> int:
-    """The step of the newest complete checkpoint in a run folder (0 when there is none)."""
-    checkpoints = list_checkpoints(folder)
-    return read_state(checkpoints[-1])["step"] if checkpoints else 0
 
 
 def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, train_args: list[str]) -> dict:

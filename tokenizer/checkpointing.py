@@ -95,6 +95,12 @@ def read_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / STATE_FILE).read_text())
 
 
+def latest_step(output_dir: str | Path) -> int:
+    """The step of the newest complete checkpoint in a run folder (0 when there is none)."""
+    checkpoints = list_checkpoints(output_dir)
+    return read_state(checkpoints[-1])["step"] if checkpoints else 0
+
+
 @dataclass
 class TrainingPosition:
     """Where a run stands: optimizer steps taken and (micro-)batches consumed."""
