@@ -70,16 +70,14 @@ def main() -> None:
     images = mnist_batch(32).to(device)
     candidates = {
         "VQ-VAE baseline": VQWAEConfig(quantizer="vq"),
-        "VQ-WAE, Sinkhorn (default, global)": VQWAEConfig(),
+        "VQ-WAE, the recipe (Sinkhorn, global)": VQWAEConfig(),
         **{
-            f"VQ-WAE, Sinkhorn (global), {count} iterations": VQWAEConfig(
-                sinkhorn_iterations=count, sinkhorn_check_every=count
-            )
+            f"VQ-WAE, the recipe, {count} Sinkhorn iterations": VQWAEConfig(transport=dict(iterations=count))
             for count in args.iterations
         },
-        "VQ-WAE, Sinkhorn, per position": VQWAEConfig(ot_scope="position"),
-        "VQ-WAE, exact (global)": VQWAEConfig(ot_solver="exact"),
-        "VQ-WAE, exact, per position": VQWAEConfig(ot_solver="exact", ot_scope="position"),
+        "VQ-WAE, the recipe per position": VQWAEConfig(transport=dict(scope="position")),
+        "VQ-WAE, exact (global)": VQWAEConfig(transport=dict(solver="exact")),
+        "VQ-WAE, exact, per position": VQWAEConfig(transport=dict(solver="exact", scope="position")),
     }
     steps = {name: make_step(config, images, device, trained) for name, config in candidates.items()}
     timings = time_side_by_side(steps, rounds=args.rounds, device=device)

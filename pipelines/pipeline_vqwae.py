@@ -13,7 +13,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from prior.codes import tokenizer_identity
+from prior.codes import is_identity_of, tokenizer_identity
 from prior.export import PIPELINE_CONFIG, save_pipeline_folder
 from prior.model import check_matches_tokenizer, vocabulary_of
 from prior.sampling import sample_codes
@@ -46,6 +46,7 @@ class VQWAEPipeline:
     def __init__(self, tokenizer: VQWAE, prior: PreTrainedModel, config: dict | None = None):
         self.tokenizer_id = tokenizer_identity(tokenizer)
         check_matches_tokenizer(prior, tokenizer, self.tokenizer_id)
+        prior.config.vqwae["tokenizer_id"] = self.tokenizer_id  # today's identity, also for an older file
         self.tokenizer = tokenizer.eval()
         self.prior = prior.eval()
         self.config = {"pipeline": "VQWAEPipeline", **(config or {})}
@@ -69,7 +70,7 @@ class VQWAEPipeline:
         tokenizer = VQWAE.from_pretrained(folder / "tokenizer")
         prior = AutoModelForCausalLM.from_pretrained(folder / "prior")
         expected = config.get("tokenizer_id")
-        if expected and expected != tokenizer_identity(tokenizer):
+        if expected and not is_identity_of(tokenizer, expected):
             raise ValueError(
                 f"{folder}/tokenizer is not the tokenizer this pipeline was saved with (its identity changed); "
                 "the prior's codes would mean something else. Re-export the pipeline from prior/train.py"

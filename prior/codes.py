@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -12,25 +11,31 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from tokenizer.data import to_unit_range
+from tokenizer.legacy import legacy_identity
 from tokenizer.model import VQWAE
-
-# VQWAEConfig fields added after tokenizer identities were first written into pipelines, priors
-# and code caches: left out of the identity while at their default, so those files stay valid.
-FIELDS_ADDED_LATER = ("sinkhorn_dual_steps", "sinkhorn_dual_candidates")
 
 
 def tokenizer_identity(tokenizer: VQWAE) -> str:
-    """sha256 of the tokenizer's config and weights: two tokenizers share it only if identical."""
-    config = asdict(tokenizer.config)
-    defaults = {field.name: field.default for field in fields(tokenizer.config)}
-    for name in FIELDS_ADDED_LATER:
-        if config[name] == defaults[name]:
-            del config[name]
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    """sha256 of what determines the tokenizer's codes: its architecture (`VQWAEConfig.architecture`:
+    networks, codebook size, quantizer; not how it was trained) and its weights (less the Sinkhorn
+    warm start, a training state). Two tokenizers share it only if they encode alike."""
+    digest = hashlib.sha256(json.dumps(tokenizer.config.architecture(), sort_keys=True).encode())
     for name, tensor in sorted(tokenizer.state_dict().items()):
+        if name.endswith("code_potential"):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def is_identity_of(tokenizer: VQWAE, recorded: str) -> bool:
+    """Whether an identity recorded in a pipeline, prior or code cache names this tokenizer: today's
+    identity, or for a tokenizer loaded from a flat (earlier) config.json, the one computed then."""
+    if recorded == tokenizer_identity(tokenizer):
+        return True
+    return tokenizer.legacy_config is not None and recorded == legacy_identity(
+        tokenizer.legacy_config, tokenizer.state_dict()
+    )
 
 
 @torch.no_grad()
@@ -65,7 +70,7 @@ def load_or_encode(cache_dir: str | Path, split_name: str, tokenizer: VQWAE, spl
 
         with safe_open(str(path), "pt") as handle:
             meta = handle.metadata() or {}
-        if meta.get("tokenizer") != identity or meta.get("split") != split_name:
+        if not is_identity_of(tokenizer, meta.get("tokenizer", "")) or meta.get("split") != split_name:
             raise ValueError(
                 f"code cache {path} was made by another tokenizer ({meta.get('tokenizer', '?')[:12]}, split "
                 f"{meta.get('split')!r}); this tokenizer is {identity[:12]}. Delete {path.parent} or use a new output_dir"

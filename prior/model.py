@@ -119,8 +119,11 @@ def check_matches_tokenizer(prior: PreTrainedModel, tokenizer, tokenizer_id: str
             f"the prior generates {vocabulary.grid_height}x{vocabulary.grid_width} code grids but the tokenizer "
             f"makes {grid}x{grid}; train the prior on this tokenizer's codes"
         )
+    from prior.codes import is_identity_of
+
     trained_on = prior.config.vqwae.get("tokenizer_id")
-    if tokenizer_id is not None and trained_on and trained_on != tokenizer_id:
+    legacy_match = tokenizer.legacy_config is not None and trained_on and is_identity_of(tokenizer, trained_on)
+    if tokenizer_id is not None and trained_on and trained_on != tokenizer_id and not legacy_match:
         raise ValueError(
             f"the prior was trained on the codes of tokenizer {trained_on[:12]} but this tokenizer is "
             f"{tokenizer_id[:12]}; its codes mean something else. Train the prior on this tokenizer's codes"

@@ -20,9 +20,7 @@ class PriorTrainConfig(RunConfig):
     max_steps: int = 3000
     batch_size: int = 64
     learning_rate: float = 6e-4
-    warmup_steps: int = 100
     weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
     tokenizer: str = ""
     class_conditional: bool = False
     num_classes: int = 10

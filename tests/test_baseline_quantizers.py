@@ -12,9 +12,9 @@ from tokenizer.objective import LossConfig, total_loss
 TINY = dict(hidden_channels=16, num_res_blocks=1, embedding_dim=8, image_size=16)
 BASELINES = {
     "vq_ema": dict(quantizer="vq_ema", codebook_size=32),
-    "vq_ema_low_dim": dict(quantizer="vq_ema", codebook_size=32, code_dim=4),
-    "vq_ema_cosine": dict(quantizer="vq_ema", codebook_size=32, cosine_similarity=True),
-    "fsq": dict(quantizer="fsq", codebook_size=125, fsq_levels=[5, 5, 5]),
+    "vq_ema_low_dim": dict(quantizer="vq_ema", codebook_size=32, vq_ema=dict(code_dim=4)),
+    "vq_ema_cosine": dict(quantizer="vq_ema", codebook_size=32, vq_ema=dict(cosine_similarity=True)),
+    "fsq": dict(quantizer="fsq", codebook_size=125, fsq=dict(levels=[5, 5, 5])),
 }
 
 
@@ -97,9 +97,9 @@ def test_fsq_codebook_is_the_level_grid():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(quantizer="fsq", codebook_size=512, fsq_levels=[8, 8]), "set codebook_size=64"),
-        (dict(quantizer="fsq", codebook_size=8, fsq_levels=[2, 2, 2]), "levels >= 3"),
-        (dict(quantizer="vq_ema", ema_decay=1.0), "ema_decay must lie in"),
+        (dict(quantizer="fsq", codebook_size=512, fsq=dict(levels=[8, 8])), "set codebook_size=64"),
+        (dict(quantizer="fsq", codebook_size=8, fsq=dict(levels=[2, 2, 2])), "model.fsq.levels must be a list of levels >= 3"),
+        (dict(quantizer="vq_ema", vq_ema=dict(decay=1.0)), r"model.vq_ema.decay must lie in \(0, 1\)"),
         (dict(quantizer="vqema"), "choose one of"),
     ],
 )

@@ -16,10 +16,10 @@ def test_overrides_are_typed_and_nested(repo_root):
     config = load_config(
         TokenizerTrainConfig,
         repo_root / "configs/tokenizer/mnist.yaml",
-        ["learning_rate=3e-4", "model.codebook_size=256", "model.ot_scope=position", "resume=latest", "seed=7"],
+        ["learning_rate=3e-4", "model.codebook_size=256", "model.transport.scope=position", "resume=latest", "seed=7"],
     )
     assert config.learning_rate == 3e-4 and isinstance(config.learning_rate, float)
-    assert config.model.codebook_size == 256 and config.model.ot_scope == "position"
+    assert config.model.codebook_size == 256 and config.model.transport.scope == "position"
     assert config.resume == "latest" and config.seed == 7
 
 

@@ -17,7 +17,7 @@ from tests.helpers import ROOT, read_metrics, reset_accelerate
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.objective import LossConfig, total_loss
 from tokenizer.training import NonFiniteGuard, RunConfig
-from tokenizer.transport import sinkhorn_transport
+from tokenizer.transport import TransportConfig, entropic_sinkhorn, sinkhorn_transport
 
 TINY = dict(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32, image_size=16)
 # Every way Python code can read a tensor's value on the host: on a GPU each one is a sync.
@@ -48,11 +48,11 @@ def accelerator():
 @pytest.mark.parametrize(
     "settings",
     [
-        dict(quantizer="wasserstein", ot_encoder_target="nearest", sinkhorn_iterations=25, sinkhorn_check_every=25),
-        dict(quantizer="wasserstein", ot_scope="position", ot_encoder_target="cell"),
+        dict(quantizer="wasserstein"),
+        dict(quantizer="wasserstein", transport=dict(scope="position", encoder_target="cell", code_relaxation=0.0)),
         dict(quantizer="vq"),
     ],
-    ids=["vq-wae-mnist-default", "vq-wae-position", "vq-vae"],
+    ids=["vq-wae-recipe", "vq-wae-position", "vq-vae"],
 )
 def test_training_step_reads_nothing_on_the_host(settings, accelerator, monkeypatch):
     """Forward, loss, the non-finite guard and backward of a warm training step: zero host reads.
@@ -90,20 +90,20 @@ def test_guard_names_the_first_nonfinite_step_only_when_verified(accelerator, mo
 
 
 def test_warm_sinkhorn_is_a_fixed_budget_without_host_reads(monkeypatch):
-    """With check_every >= max_iterations a warm start runs exactly max_iterations, unchecked, and
-    gives the same potentials as the same iterations run with a (syncing) check."""
+    """The training solver (the recipe: semi-relaxed, dual steps over candidates) runs exactly
+    transport.iterations from the carried potential with no host read, and its Sinkhorn part gives
+    the potential of the reference solver run for the same iterations from the same start."""
     generator = torch.Generator().manual_seed(0)
     cost = torch.rand(1, 32, 96, generator=generator)
     weights = torch.full((1, 32), 1 / 32)
-    cold = sinkhorn_transport(cost, weights, max_iterations=200, check_every=10)
-    options = dict(code_potential=cold.code_potential, plan_type="assignment", dense_plan=False)
+    start = entropic_sinkhorn(cost, weights, epsilon=0.1, max_iterations=200, code_relaxation=1.0).code_potential
     counts = count_host_reads(monkeypatch)
-    warm = sinkhorn_transport(cost * 1.01, weights, max_iterations=25, check_every=25, tolerance=0.0, **options)
+    warm = sinkhorn_transport(cost * 1.01, weights, TransportConfig(iterations=25), start, dense_plan=False)
     assert counts == Counter() and warm.iterations == 25
     monkeypatch.undo()
-    checked = sinkhorn_transport(cost * 1.01, weights, max_iterations=25, check_every=5, tolerance=0.0, **options)
-    torch.testing.assert_close(warm.code_potential, checked.code_potential)
-    torch.testing.assert_close(warm.cells, checked.cells)
+    sinkhorn_only = sinkhorn_transport(cost * 1.01, weights, TransportConfig(iterations=25, dual_steps=0), start)
+    reference = entropic_sinkhorn(cost * 1.01, weights, 0.1, 25, code_relaxation=1.0, check_every=25, code_potential=start)
+    torch.testing.assert_close(sinkhorn_only.code_potential, reference.code_potential)
 
 
 def test_compiled_training_matches_eager(train, tmp_path, monkeypatch):
@@ -115,7 +115,7 @@ def test_compiled_training_matches_eager(train, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     eager, compiled = tmp_path / "eager", tmp_path / "compiled"
-    common = ["max_steps=3", "checkpoint_every=2", "validate_every=100", "model.ot_encoder_target=nearest"]
+    common = ["max_steps=3", "checkpoint_every=2", "validate_every=100"]
     train(f"output_dir={eager}", *common)
     train(f"output_dir={compiled}", "compile=true", *common)
     losses = {

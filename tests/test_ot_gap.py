@@ -12,7 +12,7 @@ from tokenizer import VQWAE, VQWAEConfig
 
 
 def run_ot_gap(tmp_path, *settings, extra=()):
-    command = [sys.executable, str(ROOT / "benchmarks" / "ot_gap.py"), "--tokenizer", str(tmp_path / "tok")]
+    command = [sys.executable, "-m", "benchmarks.ot_gap", "--tokenizer", str(tmp_path / "tok")]
     command += ["--warm", "2", "--batches", "2", "--batch-size", "8", "--out", str(tmp_path / "out")]
     for setting in settings:
         command += ["--setting", *setting.split()]
@@ -24,15 +24,15 @@ def run_ot_gap(tmp_path, *settings, extra=()):
 def test_settings_are_measured_against_the_exact_optimum(tmp_path):
     torch.manual_seed(0)
     config = VQWAEConfig(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32, image_size=32,
-                         sinkhorn_code_relaxation=1.0, sinkhorn_iterations=25, sinkhorn_check_every=25)  # fmt: skip
+                         transport=dict(iterations=25))  # fmt: skip
     model = VQWAE(config)
     model.quantizer.codebook.data.mul_(0.1)  # near the untrained encoder's outputs
     model.save_pretrained(tmp_path / "tok")
-    result = run_ot_gap(tmp_path, "one max_iterations=1 check_every=1", "converged max_iterations=200 dual_steps=80")
+    result = run_ot_gap(tmp_path, "one iterations=1 dual_steps=0", "converged iterations=200 dual_steps=80")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     one, converged = report["summary"]["one"], report["summary"]["converged"]
-    assert converged["options"]["max_iterations"] == 200 and converged["options"]["epsilon"] == 0.1  # the tokenizer's
+    assert converged["options"]["iterations"] == 200 and converged["options"]["epsilon"] == 0.1  # the tokenizer's
     for name, row in report["summary"].items():
         assert min(report["runs"][name]["gap"]) >= -1e-6  # feasible plans: never below the lower bound
         assert row["marginal_mean"] >= row["floor_mean"] - 0.05
@@ -42,12 +42,13 @@ def test_settings_are_measured_against_the_exact_optimum(tmp_path):
 
 
 def test_a_bad_setting_is_one_clear_error(tmp_path):
-    VQWAE(VQWAEConfig(hidden_channels=8, num_res_blocks=0, embedding_dim=4, codebook_size=8)).save_pretrained(
-        tmp_path / "tok"
-    )
-    result = run_ot_gap(tmp_path, "bad epsilon=0.1 iterations=3")
-    assert result.returncode == 2 and "'iterations=3' is not key=value with a key in" in result.stderr
+    tiny = dict(hidden_channels=8, num_res_blocks=0, embedding_dim=4, codebook_size=8)
+    VQWAE(VQWAEConfig(**tiny, transport=dict(code_relaxation=0.0))).save_pretrained(tmp_path / "tok")
+    result = run_ot_gap(tmp_path, "bad epsilon=0.1 max_iterations=3")
+    assert result.returncode == 2 and "'max_iterations=3' is not key=value with a key in" in result.stderr
+    result = run_ot_gap(tmp_path, "bad dual_steps=-2")
+    assert result.returncode == 2 and "--setting bad: model.transport.dual_steps must be >= 0" in result.stderr
     result = run_ot_gap(tmp_path, "plain", extra=["--batches", "0"])
     assert result.returncode == 2 and "--batches and --batch-size must be >= 1" in result.stderr
     result = run_ot_gap(tmp_path, "plain")  # the tokenizer above is balanced (no code relaxation)
-    assert result.returncode == 2 and "needs a semi-relaxed assignment solve" in result.stderr
+    assert result.returncode == 2 and "needs a semi-relaxed solve" in result.stderr

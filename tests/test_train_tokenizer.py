@@ -124,7 +124,7 @@ def test_evaluate_cli_prints_metrics(train, tmp_path, capsys):
 def test_ot_check_logs_the_gap_to_exact_ot(train, tmp_path, relaxation):
     """Balanced: against POT's emd2. Semi-relaxed: against the certified exact semi-relaxed optimum,
     whose bounds are tight (exact_bound_gap)."""
-    train(f"output_dir={tmp_path}", "max_steps=4", "ot_check_every=2", f"model.sinkhorn_code_relaxation={relaxation}")
+    train(f"output_dir={tmp_path}", "max_steps=4", "ot_check_every=2", f"model.transport.code_relaxation={relaxation}")
     checks = [row for row in read_metrics(tmp_path) if "ot_check/relative_gap" in row]
     assert [row["step"] for row in checks] == [2, 4]
     for row in checks:
@@ -136,14 +136,14 @@ def test_ot_check_logs_the_gap_to_exact_ot(train, tmp_path, relaxation):
 
 @pytest.mark.parametrize("quantizer", ["vq", "fsq"])
 def test_ot_check_needs_an_ot_term(train, tmp_path, quantizer):
-    extra = ["model.codebook_size=27", "model.fsq_levels=[3,3,3]"] if quantizer == "fsq" else []
+    extra = ["model.codebook_size=27", "model.fsq.levels=[3,3,3]"] if quantizer == "fsq" else []
     with pytest.raises(SystemExit):
         train(f"output_dir={tmp_path}", f"model.quantizer={quantizer}", "ot_check_every=2", *extra)
 
 
 @pytest.mark.parametrize("quantizer", ["vq_ema", "fsq"])
 def test_baselines_train_through_the_trainer(train, tmp_path, quantizer):
-    extra = ["model.codebook_size=27", "model.fsq_levels=[3,3,3]"] if quantizer == "fsq" else []
+    extra = ["model.codebook_size=27", "model.fsq.levels=[3,3,3]"] if quantizer == "fsq" else []
     metrics = train(f"output_dir={tmp_path}", f"model.quantizer={quantizer}", *extra)
     assert VQWAE.from_pretrained(tmp_path / "final").config.quantizer == quantizer
     assert metrics["num_images"] > 0 and metrics["codes_used"] >= 1

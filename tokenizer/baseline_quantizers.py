@@ -15,11 +15,40 @@ without touching any codebook statistics, and `embed` maps codes back to (B, D, 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from .config import check_positive
 from .quantizers import QuantizerOutput, check_codes, code_statistics
+
+
+@dataclass
+class VQEMAConfig:
+    """model.vq_ema: the VectorQuantize baseline's library settings."""
+
+    decay: float = 0.99  # 0.99 beat the library README's 0.8 on MNIST validation (BENCHMARKS.md)
+    dead_code_threshold: float = 2.0  # EMA cluster size below which a code is replaced by a batch latent
+    code_dim: int = 0  # 0 = embedding_dim; lower = codes in a projected space
+    cosine_similarity: bool = False  # l2-normalised latents and codes
+
+    def __post_init__(self):
+        if not 0.0 < self.decay < 1.0:
+            raise ValueError(f"model.vq_ema.decay must lie in (0, 1), got {self.decay}")
+        check_positive("model.vq_ema.dead_code_threshold", self.dead_code_threshold, allow_zero=True)
+        check_positive("model.vq_ema.code_dim", self.code_dim, allow_zero=True)
+
+
+@dataclass
+class FSQConfig:
+    """model.fsq: the levels of each FSQ dimension; their product is the codebook size."""
+
+    levels: list[int] = field(default_factory=lambda: [8, 8, 8])
+
+    def __post_init__(self):
+        if not self.levels or any(level < 3 for level in self.levels):
+            raise ValueError(f"model.fsq.levels must be a list of levels >= 3, e.g. [8, 8, 8]; got {self.levels}")
 
 
 class LibraryVectorQuantizer(nn.Module):
@@ -27,16 +56,7 @@ class LibraryVectorQuantizer(nn.Module):
     rotation trick. Its commitment loss (weight 1 inside; `loss.commitment` weighs it) is returned
     as `commitment_loss`; the codebook learns by EMA, so there is no codebook loss."""
 
-    def __init__(
-        self,
-        codebook_size: int,
-        embedding_dim: int,
-        code_dim: int = 0,
-        decay: float = 0.99,
-        dead_code_threshold: float = 2.0,
-        cosine_similarity: bool = False,
-        kmeans_iterations: int = 10,
-    ):
+    def __init__(self, codebook_size: int, embedding_dim: int, config: VQEMAConfig, kmeans_iterations: int = 10):
         super().__init__()
         from vector_quantize_pytorch import VectorQuantize
 
@@ -44,12 +64,12 @@ class LibraryVectorQuantizer(nn.Module):
         self.vq = VectorQuantize(
             dim=embedding_dim,
             codebook_size=codebook_size,
-            codebook_dim=code_dim or None,  # lower than embedding_dim: projected down and back up
-            decay=decay,
+            codebook_dim=config.code_dim or None,  # lower than embedding_dim: projected down and back up
+            decay=config.decay,
             kmeans_init=True,
             kmeans_iters=kmeans_iterations,
-            threshold_ema_dead_code=dead_code_threshold,
-            use_cosine_sim=cosine_similarity,
+            threshold_ema_dead_code=config.dead_code_threshold,
+            use_cosine_sim=config.cosine_similarity,
             rotation_trick=True,
             commitment_weight=1.0,
             accept_image_fmap=True,  # (B, D, h, w) in and out

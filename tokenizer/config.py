@@ -131,6 +131,10 @@ def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     fields = {field.name: field for field in dataclasses.fields(cls) if field.init}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(values) - set(fields))
+    explain = getattr(cls, "old_key_error", None)  # a config whose options moved or were retired
+    for key in unknown if explain else ():
+        if message := explain(prefix, key):
+            raise ValueError(message)
     if unknown:
         raise ValueError(
             f"unknown config key(s) {[prefix + key for key in unknown]}; "

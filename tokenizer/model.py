@@ -1,5 +1,7 @@
 """VQWAE: encoder -> quantizer -> decoder, saved and loaded with the Hugging Face Hub mixin."""
 
+from __future__ import annotations
+
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -7,18 +9,20 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .baseline_quantizers import FiniteScalarQuantizer, LibraryVectorQuantizer
-from .config import check_choice, check_positive
+from . import legacy
+from .baseline_quantizers import FiniteScalarQuantizer, FSQConfig, LibraryVectorQuantizer, VQEMAConfig
+from .config import check_choice, check_positive, from_dict
 from .networks import Decoder, Encoder
 from .quantizers import QuantizerOutput, VectorQuantizer, WassersteinQuantizer
+from .transport import TransportConfig
 
 
 @dataclass
 class VQWAEConfig:
-    """Architecture and quantizer of a tokenizer. Defaults: the paper's 32x32 model; VQ-WAE with
-    codes initialised from encoder outputs, one global OT problem a step against uniform code
-    weights, solved by warm-started Sinkhorn (epsilon = 0.1 x the mean nearest-code cost) whose
-    code potential assigns each latent to its Laguerre cell (see BENCHMARKS.md for the sweep)."""
+    """Architecture and quantizer of a tokenizer. The defaults are the recipe (BENCHMARKS.md):
+    the paper's 32x32 model; VQ-WAE with codes drawn from the first batch's encoder outputs and the
+    OT term posed and solved as `TransportConfig`'s defaults say. Baselines: `quantizer` vq (our
+    VQ-VAE), vq_ema and fsq (vector-quantize-pytorch, set by `vq_ema` and `fsq`)."""
 
     in_channels: int = 1
     image_size: int = 32
@@ -30,74 +34,27 @@ class VQWAEConfig:
     quantizer: str = "wasserstein"  # wasserstein | vq | vq_ema | fsq (the last two from vector-quantize-pytorch)
     codebook_init: str = "encoder"  # encoder | randn (the reference code's)
     init_noise: float = 0.1
-    ot_scope: str = "global"  # global | position
-    ot_solver: str = "sinkhorn"  # sinkhorn | exact
-    learn_code_weights: bool = False  # the paper's uniform pi; true = the reference code's learnable pi
-    sinkhorn_epsilon: float = 0.1
-    sinkhorn_epsilon_scale: str = "nearest"  # nearest | mean
-    sinkhorn_iterations: int = 50
-    sinkhorn_tolerance: float = 1e-3
-    sinkhorn_check_every: int = 50  # absorb the scalings and test the tolerance every N iterations
-    sinkhorn_warm_start: bool = True
-    sinkhorn_plan: str = "assignment"  # assignment (Laguerre cells of the code potential) | entropic
-    sinkhorn_step_bound: float = 0.0  # > 0: a block moves a code potential by <= this x eps (0 = unbounded)
-    # > 0: semi-relaxed OT, the code marginal held to pi by this x cost scale x KL (0 = exact marginals)
-    sinkhorn_code_relaxation: float = 0.0
-    # > 0 (assignment plan): subgradient steps on the unregularised dual after Sinkhorn, so the
-    # Laguerre cells solve the problem without entropy (BENCHMARKS.md section 0, OT gap)
-    sinkhorn_dual_steps: int = 0
-    # > 0: the dual steps choose each latent's cell among its this many nearest codes under the
-    # Sinkhorn potential (one top-c pass, then (N, c) work a step instead of (N, K)); 0 = all codes
-    sinkhorn_dual_candidates: int = 0
-    # What the OT term pulls each latent towards (assignment plan): `cell`, its OT cell's code (the
-    # paper's gradient), or `nearest`, the code that decodes it; the codebook is trained by OT either way.
-    ot_encoder_target: str = "cell"
-    exact_max_iterations: int = 500_000
-    # Baselines from vector-quantize-pytorch. vq_ema: VectorQuantize with k-means init, EMA,
-    # dead-code expiry and the rotation trick; fsq: FSQ, codebook_size = the product of fsq_levels.
-    ema_decay: float = 0.99  # 0.99 beat the library README's 0.8 on MNIST validation (BENCHMARKS.md)
-    dead_code_threshold: float = 2.0
-    code_dim: int = 0  # vq_ema: 0 = embedding_dim; lower = codes in a projected space
-    cosine_similarity: bool = False  # vq_ema: l2-normalised latents and codes
-    fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 8])
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    vq_ema: VQEMAConfig = field(default_factory=VQEMAConfig)
+    fsq: FSQConfig = field(default_factory=FSQConfig)
 
     def __post_init__(self):
+        # Sections arrive as dicts from a saved config.json (the Hub mixin) or from Python callers.
+        for name, section in (("transport", TransportConfig), ("vq_ema", VQEMAConfig), ("fsq", FSQConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, from_dict(section, getattr(self, name), prefix=f"model.{name}."))
         check_choice("model.quantizer", self.quantizer, ("wasserstein", "vq", "vq_ema", "fsq"))
         check_choice("model.codebook_init", self.codebook_init, ("encoder", "randn"))
-        check_choice("model.ot_scope", self.ot_scope, ("global", "position"))
-        check_choice("model.ot_solver", self.ot_solver, ("sinkhorn", "exact"))
-        check_choice("model.sinkhorn_plan", self.sinkhorn_plan, ("entropic", "assignment"))
-        check_choice("model.ot_encoder_target", self.ot_encoder_target, ("cell", "nearest"))
-        check_choice("model.sinkhorn_epsilon_scale", self.sinkhorn_epsilon_scale, ("mean", "nearest"))
         check_choice("model.downsample", self.downsample, (4, 8))
-        for name in ("in_channels", "image_size", "hidden_channels", "embedding_dim", "sinkhorn_iterations"):
-            check_positive(f"model.{name}", getattr(self, name))
-        for name in ("sinkhorn_epsilon", "sinkhorn_tolerance", "sinkhorn_check_every", "exact_max_iterations"):
+        for name in ("in_channels", "image_size", "hidden_channels", "embedding_dim"):
             check_positive(f"model.{name}", getattr(self, name))
         check_positive("model.num_res_blocks", self.num_res_blocks, allow_zero=True)
         check_positive("model.init_noise", self.init_noise, allow_zero=True)
-        check_positive("model.sinkhorn_step_bound", self.sinkhorn_step_bound, allow_zero=True)
-        check_positive("model.sinkhorn_code_relaxation", self.sinkhorn_code_relaxation, allow_zero=True)
-        check_positive("model.sinkhorn_dual_steps", self.sinkhorn_dual_steps, allow_zero=True)
-        check_positive("model.sinkhorn_dual_candidates", self.sinkhorn_dual_candidates, allow_zero=True)
-        if self.sinkhorn_dual_steps and self.sinkhorn_plan != "assignment":
+        if self.quantizer == "fsq" and math.prod(self.fsq.levels) != self.codebook_size:
             raise ValueError(
-                "model.sinkhorn_dual_steps > 0 needs model.sinkhorn_plan=assignment (it refines the cells)"
+                f"model.fsq.levels={self.fsq.levels} give {math.prod(self.fsq.levels)} codes but "
+                f"model.codebook_size={self.codebook_size}; set codebook_size={math.prod(self.fsq.levels)}"
             )
-        if not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"model.ema_decay must lie in (0, 1), got {self.ema_decay}")
-        check_positive("model.dead_code_threshold", self.dead_code_threshold, allow_zero=True)
-        check_positive("model.code_dim", self.code_dim, allow_zero=True)
-        if self.quantizer == "fsq":
-            if not self.fsq_levels or any(level < 3 for level in self.fsq_levels):
-                raise ValueError(
-                    f"model.fsq_levels must be a list of levels >= 3, e.g. [8, 8, 8]; got {self.fsq_levels}"
-                )
-            if math.prod(self.fsq_levels) != self.codebook_size:
-                raise ValueError(
-                    f"model.fsq_levels={self.fsq_levels} give {math.prod(self.fsq_levels)} codes but "
-                    f"model.codebook_size={self.codebook_size}; set codebook_size={math.prod(self.fsq_levels)}"
-                )
         if self.codebook_size < 2:
             raise ValueError(f"model.codebook_size must be >= 2, got {self.codebook_size}")
         if self.hidden_channels % 2:
@@ -108,6 +65,25 @@ class VQWAEConfig:
                 f"model.image_size={self.image_size} is not divisible by model.downsample={self.downsample}; "
                 f"use image_size={fitted}"
             )
+
+    @staticmethod
+    def old_key_error(prefix: str, key: str) -> str | None:
+        """`from_dict`'s error for an option that moved (e.g. into model.transport) or was retired."""
+        return legacy.moved_error(prefix, key)
+
+    @classmethod
+    def from_saved(cls, values: dict) -> VQWAEConfig:
+        """A saved config.json, in today's nested layout or the flat one of earlier versions."""
+        return from_dict(cls, legacy.upgrade(values) if legacy.is_flat(values) else values, prefix="model.")
+
+    def architecture(self) -> dict:
+        """What determines a trained tokenizer's codes besides its weights (the identity hashes it):
+        the networks, the codebook size and the quantizer; not how it was trained."""
+        values = asdict(self)
+        for training_only in ("transport", "codebook_init", "init_noise"):
+            del values[training_only]
+        values["vq_ema"] = {key: values["vq_ema"][key] for key in ("code_dim", "cosine_similarity")}
+        return values
 
     @property
     def grid_size(self) -> int:
@@ -142,11 +118,15 @@ class VQWAE(
     forward: images -> `VQWAEOutput` with the reconstruction and the loss terms.
     """
 
-    def __init__(self, config: VQWAEConfig):
+    def __init__(self, config: VQWAEConfig | dict):
         super().__init__()
+        # The raw dict of a config.json written before model.transport existed: kept, because the
+        # identity recorded beside it (pipelines, priors, code caches) was computed from it.
+        self.legacy_config = dict(config) if isinstance(config, dict) and legacy.is_flat(config) else None
         if isinstance(config, dict):
-            config = VQWAEConfig(**config)
+            config = VQWAEConfig.from_saved(config)
         self.config = config
+        self._hub_mixin_config = config  # save_pretrained writes today's layout, whatever was loaded
         backbone = dict(
             hidden_channels=config.hidden_channels,
             num_res_blocks=config.num_res_blocks,
@@ -164,39 +144,11 @@ class VQWAE(
         if config.quantizer == "vq":
             self.quantizer = VectorQuantizer(**codebook)
         elif config.quantizer == "vq_ema":
-            self.quantizer = LibraryVectorQuantizer(
-                config.codebook_size,
-                config.embedding_dim,
-                code_dim=config.code_dim,
-                decay=config.ema_decay,
-                dead_code_threshold=config.dead_code_threshold,
-                cosine_similarity=config.cosine_similarity,
-            )
+            self.quantizer = LibraryVectorQuantizer(config.codebook_size, config.embedding_dim, config.vq_ema)
         elif config.quantizer == "fsq":
-            self.quantizer = FiniteScalarQuantizer(config.embedding_dim, config.fsq_levels)
+            self.quantizer = FiniteScalarQuantizer(config.embedding_dim, config.fsq.levels)
         else:
-            self.quantizer = WassersteinQuantizer(
-                **codebook,
-                grid_size=config.grid_size,
-                scope=config.ot_scope,
-                solver=config.ot_solver,
-                learn_code_weights=config.learn_code_weights,
-                sinkhorn_options=dict(
-                    epsilon=config.sinkhorn_epsilon,
-                    epsilon_scale=config.sinkhorn_epsilon_scale,
-                    max_iterations=config.sinkhorn_iterations,
-                    tolerance=config.sinkhorn_tolerance,
-                    check_every=config.sinkhorn_check_every,
-                    plan_type=config.sinkhorn_plan,
-                    step_bound=config.sinkhorn_step_bound,
-                    code_relaxation=config.sinkhorn_code_relaxation,
-                    dual_steps=config.sinkhorn_dual_steps,
-                    dual_candidates=config.sinkhorn_dual_candidates,
-                ),
-                exact_max_iterations=config.exact_max_iterations,
-                warm_start=config.sinkhorn_warm_start,
-                encoder_target=config.ot_encoder_target,
-            )
+            self.quantizer = WassersteinQuantizer(**codebook, grid_size=config.grid_size, transport=config.transport)
 
     def _check_images(self, images: torch.Tensor) -> None:
         if images.dim() != 4 or images.shape[1] != self.config.in_channels:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metrics import code_histogram, perplexity_from_counts
-from .transport import TransportResult, exact_transport, sinkhorn_transport
+from .transport import TransportConfig, TransportResult, exact_transport, sinkhorn_transport
 
 
 @dataclass
@@ -164,30 +164,18 @@ class WassersteinQuantizer(_Quantizer):
     """
 
     def __init__(
-        self,
-        codebook_size: int,
-        embedding_dim: int,
-        codebook_init: str,
-        init_noise: float,
-        grid_size: int,
-        scope: str,
-        solver: str,
-        learn_code_weights: bool,
-        sinkhorn_options: dict,
-        exact_max_iterations: int,
-        warm_start: bool,
-        encoder_target: str = "cell",
-    ):
+        self, codebook_size: int, embedding_dim: int, codebook_init: str, init_noise: float, grid_size: int,
+        transport: TransportConfig,
+    ):  # fmt: skip
         super().__init__(codebook_size, embedding_dim, codebook_init, init_noise)
-        self.encoder_target = encoder_target
-        self.grid_size, self.scope, self.solver = grid_size, scope, solver
+        self.transport_config = transport
+        self.grid_size = grid_size
         self.num_positions = grid_size * grid_size
-        num_problems = self.num_positions if scope == "position" else 1
-        self.code_logits = nn.Parameter(torch.zeros(num_problems, codebook_size), requires_grad=learn_code_weights)
-        self.sinkhorn_options = sinkhorn_options
-        self.exact_max_iterations = exact_max_iterations
-        self.warm_start = warm_start
-        # Last step's code potentials: a warm start for Sinkhorn (codes move little per step).
+        num_problems = self.num_positions if transport.scope == "position" else 1
+        self.code_logits = nn.Parameter(
+            torch.zeros(num_problems, codebook_size), requires_grad=transport.learn_code_weights
+        )
+        # Last step's code potentials: the Sinkhorn warm start (codes move little per step).
         self.register_buffer("code_potential", torch.zeros(num_problems, codebook_size))
 
     def code_weights(self) -> torch.Tensor:
@@ -210,8 +198,9 @@ class WassersteinQuantizer(_Quantizer):
     ) -> tuple[torch.Tensor, TransportProblem]:
         """OT loss for latents (B, D, h, w) with their code distances (B*h*w, K) and nearest codes
         (B*h*w,) from `lookup`: num_positions x the mean OT cost over problems, and the problem."""
+        config = self.transport_config
         batch, dim, height, width = latents.shape
-        if self.scope == "position" and height * width != self.num_positions:
+        if config.scope == "position" and height * width != self.num_positions:
             raise ValueError(
                 f"per-position OT was built for a {self.grid_size}x{self.grid_size} grid but the latents are "
                 f"{height}x{width}; use images of the training size or model.ot_scope=global"
@@ -223,20 +212,19 @@ class WassersteinQuantizer(_Quantizer):
             else:
                 grid = self._gather_latents(grid)  # (world*B, h*w, D)
                 grid_distances = squared_distances(grid, self.codebook)  # (world*B, h*w, K)
-            if self.scope == "position":
+            if config.scope == "position":
                 problems = grid.transpose(0, 1)  # (h*w, B, D): position m's pi_m vs its B latents
                 cost = grid_distances.permute(1, 2, 0)  # (h*w, K, B)
             else:
                 problems = grid.reshape(1, -1, dim)  # (1, B*h*w, D)
                 cost = grid_distances.reshape(-1, self.codebook_size).t()[None]  # (1, K, B*h*w)
             weights = self.code_weights()
-            assignment = self.solver == "sinkhorn" and self.sinkhorn_options.get("plan_type") == "assignment"
-            if self.solver == "exact":
-                result = exact_transport(cost, weights, max_iterations=self.exact_max_iterations)
+            assignment = config.solver == "sinkhorn"  # Laguerre cells; the exact solver's plan is dense
+            if config.solver == "exact":
+                result = exact_transport(cost, weights)
             else:
-                start = self.code_potential if self.warm_start and self.training else None
-                options = dict(self.sinkhorn_options, dense_plan=not assignment)
-                result = sinkhorn_transport(cost, weights, code_potential=start, **options)
+                # Warm-started from the last training step's potential; eval reads it without update.
+                result = sinkhorn_transport(cost, weights, config, code_potential=self.code_potential, dense_plan=False)
             if self.training:
                 self.code_potential.copy_(result.code_potential)
             problem = TransportProblem(cost.detach(), weights.detach(), result)
@@ -246,14 +234,14 @@ class WassersteinQuantizer(_Quantizer):
             # problem, differentiated through those pairs only (no dense (N, K) backward). The
             # envelope gradient of the cost in pi is the code potential g, as for the other plans.
             codewords = self.codebook[result.cells].float()  # (P, N, D)
-            if self.encoder_target == "cell":
+            if config.encoder_target == "cell":
                 cost_per_problem = (problems - codewords).pow(2).sum(-1).mean(-1)
             else:
                 # Same value and codebook gradient; the latents are pulled to the code that decodes
                 # them (their nearest) instead of their OT cell's code.
                 if nearest_codes is None or _world_size() > 1:  # gathered latents: recompute
                     nearest_codes = cost.min(dim=1).indices
-                elif self.scope == "position":
+                elif config.scope == "position":
                     nearest_codes = nearest_codes.view(batch, height * width).t()  # (h*w, B)
                 else:
                     nearest_codes = nearest_codes.view(1, -1)  # (1, B*h*w)

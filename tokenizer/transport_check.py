@@ -133,7 +133,6 @@ def check_against_exact(
     cost_matrix: torch.Tensor,
     code_weights: torch.Tensor,
     solved: TransportResult,
-    max_iterations: int = 500_000,
     exact: SemiRelaxedSolution | None = None,
 ) -> TransportCheck:
     """Solve the problems of `solved` (cost_matrix (P, K, N), code_weights (P, K)) exactly (POT's
@@ -157,7 +156,7 @@ def check_against_exact(
             objective_floor=float(np.mean(exact.cell_objective) / exact_cost - 1.0) if exact_cost > 0 else 0.0,
         )
     else:
-        exact = exact_transport(cost_matrix.detach(), code_weights.detach(), max_iterations=max_iterations)
+        exact = exact_transport(cost_matrix.detach(), code_weights.detach())
         solver_cost, exact_cost = solved.cost.detach().double().mean().item(), exact.cost.double().mean().item()
         marginal_error = float(solved.marginal_error)
     return TransportCheck(
