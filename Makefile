@@ -18,5 +18,5 @@ quickstart: $(STAMP)
 	$(BIN)/python -m pipelines.quickstart
 
 test: $(STAMP)
-	$(BIN)/ruff check tokenizer prior pipelines tests benchmarks
+	$(BIN)/ruff check infra tokenizer prior pipelines tests benchmarks
 	$(BIN)/python -m pytest -q tests

@@ -48,7 +48,7 @@ def mnist_batch(batch_size: int = 32, offset: int = 0) -> torch.Tensor:
         if pixels.dim() == 3:
             pixels = torch.nn.functional.interpolate(pixels[:, None], size=(32, 32), mode="bilinear")
         return pixels.round().clamp(0, 255) / 255.0
-    from tokenizer.data import DataConfig, load_images, to_unit_range
+    from infra.data import DataConfig, load_images, to_unit_range
 
     split = load_images(DataConfig(), 1)["train"]
     return to_unit_range(split[offset : offset + batch_size]["pixel_values"])

@@ -38,8 +38,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tokenizer.config import load_config  # noqa: E402
-from tokenizer.train_config import TokenizerTrainConfig  # noqa: E402
+from infra.config import load_config  # noqa: E402
+from tokenizer.config import TokenizerTrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ["psnr", "ssim", "rfid", "perplexity", "codes_used"]
@@ -139,7 +139,7 @@ def train_all(
 def evaluate_run(config: TokenizerTrainConfig, split: str, rfid_n: int, max_batches: int | None) -> dict:
     """Metrics of a trained run on `split` (with rFID on its first rfid_n images) and on the
     validation split."""
-    from tokenizer.data import load_images
+    from infra.data import load_images
     from tokenizer.evaluate import evaluate_reconstruction, reconstruction_fid
     from tokenizer.model import load_tokenizer
 
@@ -169,7 +169,7 @@ def step_ratios(variants: dict, seed: int, steps: int, out: Path, reference: str
     from common import time_side_by_side
     from train_step import make_step
 
-    from tokenizer.data import load_images, to_unit_range
+    from infra.data import load_images, to_unit_range
     from tokenizer.model import load_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

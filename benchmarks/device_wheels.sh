@@ -17,7 +17,7 @@ du -sh .whl
 # even where `datasets` would not import on the device.
 .venv/bin/python - <<'PY'
 import numpy as np
-from tokenizer.data import DataConfig, load_images
+from infra.data import DataConfig, load_images
 train = load_images(DataConfig(), 1)["train"].with_format("numpy")[:256]["pixel_values"]
 np.savez_compressed(".whl/mnist-train-head.npz", train=train.astype(np.uint8))
 print(".whl/mnist-train-head.npz", train.shape, train.dtype)

@@ -27,9 +27,7 @@ from torchvision.utils import save_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines import VQWAEPipeline  # noqa: E402
-from tokenizer.evaluate import reconstruct  # noqa: E402
-from tokenizer.fid_score import (  # noqa: E402
+from infra.fid_score import (  # noqa: E402
     as_uint8_rgb,
     feature_extractor,
     fid_statistics,
@@ -39,6 +37,8 @@ from tokenizer.fid_score import (  # noqa: E402
     reference_statistics,
     resolve_inception_weights,
 )
+from pipelines import VQWAEPipeline  # noqa: E402
+from tokenizer.evaluate import reconstruct  # noqa: E402
 
 
 def cached(path: Path, make, *args, **kwargs):

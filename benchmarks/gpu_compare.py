@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import compare_tokenizers  # noqa: E402
 from common import device_name  # noqa: E402
 
-from tokenizer.checkpointing import latest_step, list_checkpoints  # noqa: E402
+from infra.checkpointing import latest_step, list_checkpoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TAR_LIMIT = 16 * 2**20  # bytes a file coming back from the device may have

@@ -42,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import device_name, time_side_by_side  # noqa: E402
 from generation_fid import setting_tag  # noqa: E402
 
+from infra.config import load_config  # noqa: E402
 from pipelines import VQWAEPipeline  # noqa: E402
 from prior.codes import tokenizer_identity  # noqa: E402
+from prior.config import PriorTrainConfig  # noqa: E402
 from prior.model import CodeVocabulary, build_prior  # noqa: E402
 from prior.train import causal_lm_loss  # noqa: E402
-from prior.train_config import PriorTrainConfig  # noqa: E402
-from tokenizer.config import load_config  # noqa: E402
 from tokenizer.model import load_tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

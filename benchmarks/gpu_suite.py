@@ -44,9 +44,9 @@ import torch._inductor.config
 from common import device_name, mnist_batch, time_side_by_side
 from train_step import make_step
 
-from tokenizer.checkpointing import latest_step, list_checkpoints
-from tokenizer.config import load_config
-from tokenizer.train_config import TokenizerTrainConfig
+from infra.checkpointing import latest_step, list_checkpoints
+from infra.config import load_config
+from tokenizer.config import TokenizerTrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_STEPS = 156_250  # 100 epochs of 50,000 images at batch 32

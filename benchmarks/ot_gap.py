@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import device_name, mnist_batch
-from tokenizer.config import from_dict, merge, parse_overrides
+from infra.config import from_dict, merge, parse_overrides
 from tokenizer.model import VQWAE, load_tokenizer
 from tokenizer.quantizers import WassersteinQuantizer, squared_distances
 from tokenizer.transport import TransportConfig, sinkhorn_transport

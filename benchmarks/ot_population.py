@@ -20,7 +20,7 @@ import time
 import torch
 from common import device_name
 
-from tokenizer.data import DataConfig, load_images, to_unit_range
+from infra.data import DataConfig, load_images, to_unit_range
 from tokenizer.model import load_tokenizer
 from tokenizer.quantizers import squared_distances
 from tokenizer.transport import exact_transport

@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compare_tokenizers import add_variant_argument, parse_variants  # noqa: E402
 
+from infra.config import load_config  # noqa: E402
+from prior.config import PriorTrainConfig  # noqa: E402
 from prior.export import PIPELINE_CONFIG  # noqa: E402
-from prior.train_config import PriorTrainConfig  # noqa: E402
-from tokenizer.config import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

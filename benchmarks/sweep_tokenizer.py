@@ -30,7 +30,7 @@ from tokenizer.objective import LossConfig, total_loss  # noqa: E402
 
 
 def to_images(pixels: np.ndarray, device: str) -> torch.Tensor:
-    """28x28 uint8 -> (N, 1, 32, 32) in [0, 1], bilinear as tokenizer/data.py."""
+    """28x28 uint8 -> (N, 1, 32, 32) in [0, 1], bilinear as infra/data.py."""
     images = torch.from_numpy(pixels).float()[:, None]
     images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False).round().clamp(0, 255)
     return (images / 255.0).to(device)

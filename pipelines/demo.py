@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from tokenizer.config import run_cli
-from tokenizer.data import channels_of
+from infra.config import run_cli
+from infra.data import channels_of
 from tokenizer.metrics import code_histogram, psnr
 
 from .pipeline_vqwae import VQWAEPipeline
@@ -142,7 +142,7 @@ class Demo:
                 histogram(counts), message)  # fmt: skip
 
     def test_digit(self, index: int) -> Image.Image:
-        from tokenizer.data import DataConfig, load_images
+        from infra.data import DataConfig, load_images
 
         if self._test_split is None:
             # At the tokenizer's size, resized as in training (MNIST: bilinear 28 -> 32).

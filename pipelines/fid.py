@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 import torch
 
-from tokenizer.config import run_cli
+from infra.config import run_cli
 
 from .pipeline_vqwae import VQWAEPipeline
 

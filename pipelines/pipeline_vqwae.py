@@ -13,12 +13,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from infra.checkpointing import push_folder
+from infra.fid_score import FIDResult, compute_fid
 from prior.codes import is_identity_of, tokenizer_identity
 from prior.export import PIPELINE_CONFIG, save_pipeline_folder
 from prior.model import check_matches_tokenizer, vocabulary_of
 from prior.sampling import sample_codes
-from tokenizer.checkpointing import push_folder
-from tokenizer.fid_score import FIDResult, compute_fid
 from tokenizer.model import VQWAE
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from tokenizer.config import run_cli
+from infra.config import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

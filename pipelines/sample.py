@@ -12,7 +12,7 @@ import math
 import torch
 from torchvision.utils import save_image
 
-from tokenizer.config import run_cli
+from infra.config import run_cli
 
 from .pipeline_vqwae import VQWAEPipeline
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from tokenizer.data import to_unit_range
+from infra.data import to_unit_range
 from tokenizer.legacy import legacy_identity
 from tokenizer.model import VQWAE
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tokenizer.cards import pipeline_card
+from infra.cards import pipeline_card
 
 PIPELINE_CONFIG = "pipeline_config.json"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from tokenizer.config import check_choice, check_positive
+from infra.config import check_choice, check_positive
 
 
 @dataclass

@@ -23,16 +23,10 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from prior.codes import load_or_encode, tokenizer_identity
-from prior.export import save_pipeline_folder
-from prior.model import CodeVocabulary, build_prior
-from prior.sampling import sample_codes
-from prior.train_config import PriorTrainConfig
-from tokenizer.checkpointing import push_folder, resume_training, save_checkpoint
-from tokenizer.config import parse_config, run_cli, to_dict
-from tokenizer.data import load_images
-from tokenizer.model import load_tokenizer
-from tokenizer.training import (
+from infra.checkpointing import push_folder, resume_training, save_checkpoint
+from infra.config import parse_config, run_cli, to_dict
+from infra.data import load_images
+from infra.training import (
     NonFiniteGuard,
     backward_and_step,
     batches_from,
@@ -43,6 +37,12 @@ from tokenizer.training import (
     per_process_batch_size,
     stop_at_time_limit,
 )
+from prior.codes import load_or_encode, tokenizer_identity
+from prior.config import PriorTrainConfig
+from prior.export import save_pipeline_folder
+from prior.model import CodeVocabulary, build_prior
+from prior.sampling import sample_codes
+from tokenizer.model import load_tokenizer
 
 
 def sequences(codes: torch.Tensor, labels: torch.Tensor, vocabulary: CodeVocabulary, config: PriorTrainConfig,

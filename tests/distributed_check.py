@@ -13,12 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 
-from tokenizer.config import load_config  # noqa: E402
-from tokenizer.data import load_images, to_unit_range  # noqa: E402
+from infra.config import load_config  # noqa: E402
+from infra.data import load_images, to_unit_range  # noqa: E402
+from infra.training import batches_from, build_accelerator, per_process_batch_size  # noqa: E402
+from tokenizer.config import TokenizerTrainConfig  # noqa: E402
 from tokenizer.model import VQWAE  # noqa: E402
 from tokenizer.objective import total_loss  # noqa: E402
-from tokenizer.train_config import TokenizerTrainConfig  # noqa: E402
-from tokenizer.training import batches_from, build_accelerator, per_process_batch_size  # noqa: E402
 
 
 def fingerprint(module) -> torch.Tensor:

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from infra.config import load_config
 from prior import train as prior_train
-from prior.train_config import PriorTrainConfig
+from prior.config import PriorTrainConfig
 from tests.helpers import reset_accelerate
 from tokenizer import VQWAE
 from tokenizer import train as tokenizer_train
-from tokenizer.config import load_config
-from tokenizer.train_config import TokenizerTrainConfig
+from tokenizer.config import TokenizerTrainConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import check_positive
+from infra.config import check_positive
+
 from .quantizers import QuantizerOutput, check_codes, code_statistics
 
 

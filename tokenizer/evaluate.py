@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .config import run_cli
-from .data import DataConfig, load_images, to_unit_range
-from .fid_score import FIDResult, compute_fid
+from infra.config import run_cli
+from infra.data import DataConfig, load_images, to_unit_range
+from infra.fid_score import FIDResult, compute_fid
+
 from .metrics import code_histogram, perplexity_from_counts, psnr, ssim
 from .model import VQWAE, load_tokenizer
 

@@ -9,9 +9,10 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from infra.config import check_choice, check_positive, from_dict
+
 from . import legacy
 from .baseline_quantizers import FiniteScalarQuantizer, FSQConfig, LibraryVectorQuantizer, VQEMAConfig
-from .config import check_choice, check_positive, from_dict
 from .networks import Decoder, Encoder
 from .quantizers import QuantizerOutput, VectorQuantizer, WassersteinQuantizer
 from .transport import TransportConfig

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import check_positive
+from infra.config import check_positive
+
 from .model import VQWAEOutput
 
 

@@ -22,15 +22,11 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from tokenizer.cards import tokenizer_card
-from tokenizer.checkpointing import push_folder, resume_training, save_checkpoint, save_final
-from tokenizer.config import parse_config, run_cli, to_dict
-from tokenizer.data import load_images, to_unit_range
-from tokenizer.evaluate import evaluate_reconstruction
-from tokenizer.model import VQWAE
-from tokenizer.objective import total_loss
-from tokenizer.train_config import TokenizerTrainConfig
-from tokenizer.training import (
+from infra.cards import tokenizer_card
+from infra.checkpointing import push_folder, resume_training, save_checkpoint, save_final
+from infra.config import parse_config, run_cli, to_dict
+from infra.data import load_images, to_unit_range
+from infra.training import (
     NonFiniteGuard,
     backward_and_step,
     batches_from,
@@ -41,6 +37,10 @@ from tokenizer.training import (
     per_process_batch_size,
     stop_at_time_limit,
 )
+from tokenizer.config import TokenizerTrainConfig
+from tokenizer.evaluate import evaluate_reconstruction
+from tokenizer.model import VQWAE
+from tokenizer.objective import total_loss
 from tokenizer.transport_check import check_against_exact
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import check_choice, check_positive
+from infra.config import check_choice, check_positive
 
 # Internal constants (not settings): the code-marginal L1 tolerance of the reference solver's
 # cold starts, and POT's network-simplex iteration cap (never reached at our sizes).

@@ -19,7 +19,7 @@ BASELINES = {
 
 
 def digits(n=32):
-    from tokenizer.data import DataConfig, load_images, to_unit_range
+    from infra.data import DataConfig, load_images, to_unit_range
 
     split = load_images(DataConfig(image_size=16), 1)["train"]
     return to_unit_range(split[:n]["pixel_values"])

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tokenizer.config import load_config, parse_overrides
-from tokenizer.train_config import TokenizerTrainConfig
+from infra.config import load_config, parse_overrides
+from tokenizer.config import TokenizerTrainConfig
 
 
 def test_shipped_configs_load(repo_root):
@@ -56,7 +56,7 @@ def test_parse_overrides():
 
 
 def test_shipped_prior_configs_load(repo_root):
-    from prior.train_config import PriorTrainConfig
+    from prior.config import PriorTrainConfig
 
     for path in sorted((repo_root / "configs" / "prior").glob("*.yaml")):
         config = load_config(PriorTrainConfig, path, ["tokenizer=some/tokenizer"])
@@ -79,7 +79,7 @@ def test_no_yes_on_off_stay_words(tmp_path):
 
 def test_the_quickstart_prior_overrides_load(repo_root):
     from pipelines.quickstart import PRIOR_OVERRIDES
-    from prior.train_config import PriorTrainConfig
+    from prior.config import PriorTrainConfig
 
     config = load_config(PriorTrainConfig, repo_root / "configs/prior/mnist.yaml", ["tokenizer=t", *PRIOR_OVERRIDES])
     assert (config.mixed_precision, config.model.num_layers, config.batch_size) == ("no", 4, 32)

@@ -2,7 +2,7 @@
 
 from huggingface_hub import ModelCard
 
-from tokenizer.cards import hub_dataset, pipeline_card, tokenizer_card
+from infra.cards import hub_dataset, pipeline_card, tokenizer_card
 
 CONFIG = {"max_steps": 1500, "data": {"source": "mnist"}, "model": {"codebook_size": 512}}
 METRICS = {"mse": 0.0008, "psnr": 30.89, "ssim": 0.974, "perplexity": 498.0, "codes_used": 512}

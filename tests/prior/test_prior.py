@@ -91,7 +91,7 @@ def test_class_labels_change_samples_and_guidance_runs():
 
 
 def test_code_cache_is_reused_and_refused_for_another_tokenizer(tmp_path):
-    from tokenizer.data import DataConfig, load_images
+    from infra.data import DataConfig, load_images
 
     split = load_images(DataConfig(image_size=16), 1)["validation"].select(range(40))
     torch.manual_seed(0)
@@ -182,7 +182,7 @@ def test_class_conditional_prior_trains(train_prior, tmp_path):
 
 
 def test_prior_config_needs_a_tokenizer():
-    from prior.train_config import PriorTrainConfig
+    from prior.config import PriorTrainConfig
 
     with pytest.raises(ValueError, match="set tokenizer=PATH_OR_HUB_ID"):
         PriorTrainConfig()

@@ -6,8 +6,8 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-from tokenizer import fid_score
-from tokenizer.data import DataConfig, load_images
+from infra import fid_score
+from infra.data import DataConfig, load_images
 
 
 @pytest.fixture(autouse=True)

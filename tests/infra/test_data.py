@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tokenizer import data as data_module
-from tokenizer.data import DataConfig, load_images, load_mnist, mnist_csv_files
+from infra import data as data_module
+from infra.data import DataConfig, load_images, load_mnist, mnist_csv_files
 
 
 def write_images(folder, count=12, mode="L", size=(20, 24)):

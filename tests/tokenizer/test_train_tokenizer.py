@@ -96,7 +96,7 @@ def test_push_to_hub_uploads_a_loadable_folder(train, tmp_path, monkeypatch):
 
 
 def test_push_without_token_or_network_is_a_clear_error(tmp_path, monkeypatch):
-    from tokenizer.checkpointing import push_folder
+    from infra.checkpointing import push_folder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored token
@@ -155,8 +155,8 @@ def test_any_installed_accelerate_tracker_and_clear_errors(train, tmp_path):
     from accelerate.tracking import get_available_trackers
     from accelerate.utils import LoggerType
 
-    from tokenizer.config import load_config
-    from tokenizer.train_config import TokenizerTrainConfig
+    from infra.config import load_config
+    from tokenizer.config import TokenizerTrainConfig
 
     pytest.importorskip("tensorboard", reason="tensorboard is in the [test] extra: pip install -e .[test]")
     train(f"output_dir={tmp_path}", "max_steps=2", "log_with=tensorboard")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tokenizer.config import check_positive
-from tokenizer.data import DataConfig
-from tokenizer.training import RunConfig
+from infra.config import check_positive
+from infra.data import DataConfig
+from infra.training import RunConfig
 
 from .model import PriorModelConfig
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from infra.checkpointing import list_checkpoints, resolve_resume
 from tests.helpers import ROOT, read_metrics, run_script
 from tokenizer import train as tokenizer_train
-from tokenizer.checkpointing import list_checkpoints, resolve_resume
 
 
 def last_per_step(output_dir, key):

@@ -13,10 +13,10 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
+from infra.training import NonFiniteGuard, RunConfig
 from tests.helpers import ROOT, read_metrics, reset_accelerate
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.objective import LossConfig, total_loss
-from tokenizer.training import NonFiniteGuard, RunConfig
 from tokenizer.transport import TransportConfig, entropic_sinkhorn, sinkhorn_transport
 
 TINY = dict(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32, image_size=16)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.config import load_config
 from tests.helpers import read_metrics
 from tokenizer import VQWAEConfig
-from tokenizer.config import load_config
-from tokenizer.train_config import TokenizerTrainConfig
+from tokenizer.config import TokenizerTrainConfig
 from tokenizer.transport import TransportConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "tokenizer"
 # The settings that make the recipe: how OT is posed and solved, and how training optimises.
 OPTIMISATION = ("batch_size", "learning_rate", "lr_scheduler", "warmup_steps", "max_grad_norm", "weight_decay")

@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 
+from infra.data import DataConfig, load_images
+from infra.fid_score import as_uint8_rgb, compute_fid
 from pipelines import VQWAEPipeline
 from tests.helpers import ROOT
 from tests.readme_fixtures import tiny_pipeline
-from tokenizer.data import DataConfig, load_images
 from tokenizer.evaluate import reconstruction_fid
-from tokenizer.fid_score import as_uint8_rgb, compute_fid
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import generation_fid  # noqa: E402
