@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -38,7 +34,7 @@ def time_side_by_side(functions: dict, rounds: int = 20, warmup: int = 3, device
 def mnist_batch(batch_size: int = 32, offset: int = 0) -> torch.Tensor:
     """A batch of the embedded MNIST training images in [0, 1], (B, 1, 32, 32). On a machine
     without `datasets` (a bare GPU box), $BENCHMARK_MNIST_NPZ may point at an .npz holding uint8
-    training images as `train`: the data pipeline's (B, 1, 32, 32) as benchmarks/device_wheels.sh
+    training images as `train`: the data pipeline's (B, 1, 32, 32) as benchmarks/gpu/device_wheels.sh
     writes them, or raw (B, 28, 28) ones, which get the pipeline's bilinear resize."""
     npz = os.environ.get("BENCHMARK_MNIST_NPZ")
     if npz:

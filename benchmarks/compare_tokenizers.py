@@ -2,20 +2,23 @@
 every run on a held-out split, and report per variant the mean, min and spread over seeds, plus
 the training-step time ratio to the plain VQ-VAE measured side by side.
 
-    python benchmarks/compare_tokenizers.py --out outputs/compare \\
+    python -m benchmarks.compare_tokenizers --out outputs/compare \\
         --variant vq-wae configs/tokenizer/mnist.yaml \\
         --variant vq-vae configs/tokenizer/mnist-vqvae.yaml \\
         --variant vq-ema configs/tokenizer/mnist-vq-ema.yaml \\
         --variant fsq configs/tokenizer/mnist-fsq.yaml \\
         --seeds 0 1 2 --steps 1500 --rfid-n 1000 [--parallel 2] [--split test]
 
-A variant is NAME CONFIG [key=value ...] (the overrides of `tokenizer/train.py`). Every run trains
+A variant is NAME CONFIG [key=value ...] (the overrides of `tokenizer/train.py`): the paper's
+codebook-size sweep (its Table 2) is `--variant k64 configs/tokenizer/mnist.yaml model.codebook_size=64
+--variant k128 ...`, a design choice `--variant cell configs/tokenizer/mnist.yaml
+model.transport.encoder_target=cell`; choose on `--split validation`, report on `--split test`. Every run trains
 with `tokenizer/train.py` into OUT/NAME/seed-S; a finished run (its result.json) is skipped on a
 rerun and an interrupted one resumes from its last checkpoint, so a sweep survives a stop.
 `--parallel N` trains N runs at once (on a CPU the cores are split between them unless
 OMP_NUM_THREADS is set; on a GPU all share it). `--deadline-minutes M` stops every run M minutes
 from now with a checkpoint (each run's start-up, data loading included, comes on top; for a lent
-machine's time, and `benchmarks/gpu_compare.py` brings the runs back); the tables wait until a
+machine's time, and `benchmarks/gpu/gpu_compare.py` brings the runs back); the tables wait until a
 rerun has finished them all. Writes OUT/results.json and
 OUT/results.md. Choose settings on `--split validation`; report `--split test`. Every run also
 records its validation-split metrics.
@@ -36,10 +39,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from infra.config import load_config  # noqa: E402
-from tokenizer.config import TokenizerTrainConfig  # noqa: E402
+from infra.config import load_config
+from tokenizer.config import TokenizerTrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ["psnr", "ssim", "rfid", "perplexity", "codes_used"]
@@ -166,9 +167,8 @@ def step_ratios(variants: dict, seed: int, steps: int, out: Path, reference: str
     """Median training-step time of each variant (forward, loss, backward, Adam), side by side in
     interleaved rounds on one MNIST batch of 32, every model starting from its trained run of
     `seed` (the steady state). Ratios to the `reference` variant."""
-    from common import time_side_by_side
-    from train_step import make_step
-
+    from benchmarks.common import time_side_by_side
+    from benchmarks.train_step import make_step
     from infra.data import load_images, to_unit_range
     from tokenizer.model import load_tokenizer
 

@@ -1,6 +1,6 @@
 """Data-parallel scaling on this machine: 2 CPU processes (gloo) vs 1 on the same global batch.
 
-    python benchmarks/data_parallel.py [--steps 60]
+    python -m benchmarks.data_parallel [--steps 60]
 
 Runs tokenizer/train.py through `accelerate launch` both ways with the default model and
 batch_size 32 (16 per process with 2), every core in use both ways (1 process x all threads, or

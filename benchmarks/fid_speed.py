@@ -4,7 +4,7 @@ digits, and a tokenizer's reconstructions vs their originals with --tokenizer), 
 reference statistics save on a second call. bf16 is autocast around infra.fid_score's fp32
 feature loop; the library itself computes FID in fp32 only (bf16 moved rFID by about 10%).
 
-    python benchmarks/fid_speed.py [--n 256] [--fid-n 500] [--tokenizer DIR --rfid-n 1000]
+    python -m benchmarks.fid_speed [--n 256] [--fid-n 500] [--tokenizer DIR --rfid-n 1000]
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import tempfile
 import time
 
 import torch
-from common import device_name
 
+from benchmarks.common import device_name
 from infra import fid_score
 from infra.data import DataConfig, load_images
 from tokenizer.evaluate import reconstruct

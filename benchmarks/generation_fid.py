@@ -3,7 +3,7 @@ Inception (TF 2015-12-05 weights, offline), unconditional and class-conditional 
 samples of every class) at several classifier-free guidance scales, each also scored at smaller
 sample counts so small-sample figures can be placed.
 
-    python benchmarks/generation_fid.py --pipeline PIPELINE_DIR --out outputs/gfid \
+    python -m benchmarks.generation_fid --pipeline PIPELINE_DIR --out outputs/gfid \
         --n 10000 --guidance-scales 1 1.5 2 3 4 --counts 1000 2000 5000 10000 [--floor]
 
 Every setting's samples and Inception features are saved under OUT as they are made, and the
@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torchvision.utils import save_image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from infra.fid_score import (  # noqa: E402
+from infra.fid_score import (
     as_uint8_rgb,
     feature_extractor,
     fid_statistics,
@@ -37,8 +34,8 @@ from infra.fid_score import (  # noqa: E402
     reference_statistics,
     resolve_inception_weights,
 )
-from pipelines import VQWAEPipeline  # noqa: E402
-from tokenizer.evaluate import reconstruct  # noqa: E402
+from pipelines import VQWAEPipeline
+from tokenizer.evaluate import reconstruct
 
 
 def cached(path: Path, make, *args, **kwargs):
@@ -70,7 +67,7 @@ def setting_tag(guidance_scale: float | None) -> str:
 
 def decoded_codes(pipe: VQWAEPipeline, folder: Path, guidance_scale: float | None, n: int, channels: int,
                   batch_size: int) -> torch.Tensor:  # fmt: skip
-    """The code grids sampled elsewhere for a setting (folder/codes-TAG.pt, as benchmarks/gpu_prior.py
+    """The code grids sampled elsewhere for a setting (folder/codes-TAG.pt, as benchmarks/gpu/gpu_prior.py
     writes them), decoded with the pipeline's tokenizer as uint8 (n, channels, H, W)."""
     path = folder / f"codes-{setting_tag(guidance_scale)}.pt"
     if not path.is_file():
@@ -146,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--inception-batch-size", type=int, default=64)
     parser.add_argument("--weights", default=None, help="Inception weights in torch-fidelity's layout")
     parser.add_argument("--codes", type=Path, default=None,
-                        help="score code grids sampled elsewhere (DIR/codes-<setting>.pt of benchmarks/gpu_prior.py), "
+                        help="score code grids sampled elsewhere (DIR/codes-<setting>.pt of benchmarks/gpu/gpu_prior.py), "
                              "decoded with the pipeline's tokenizer, instead of sampling the pipeline's prior")  # fmt: skip
     args = parser.parse_args(argv)
     counts = sorted({count for count in args.counts if count <= args.n} | {args.n})

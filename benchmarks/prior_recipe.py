@@ -3,7 +3,7 @@ each with its own max_steps) on one tokenizer's codes and report its validation 
 against the wall minutes it took, with the validation curve. Variants that differ only in
 `mixed_precision` are compared curve against curve (the bf16 check of issue 13).
 
-    python benchmarks/prior_recipe.py --out outputs/prior-recipe \
+    python -m benchmarks.prior_recipe --out outputs/prior-recipe \
         --tokenizer outputs/compare-10ep/vq-wae-relax1/seed-0/final \
         --variant 4x128-fp32 configs/prior/mnist.yaml model.num_layers=4 model.hidden_size=128 max_steps=1000 \
         --variant 4x128-bf16 configs/prior/mnist.yaml model.num_layers=4 model.hidden_size=128 max_steps=1000 \
@@ -27,13 +27,10 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from compare_tokenizers import add_variant_argument, parse_variants  # noqa: E402
-
-from infra.config import load_config  # noqa: E402
-from prior.config import PriorTrainConfig  # noqa: E402
-from prior.export import PIPELINE_CONFIG  # noqa: E402
+from benchmarks.compare_tokenizers import add_variant_argument, parse_variants
+from infra.config import load_config
+from prior.config import PriorTrainConfig
+from prior.export import PIPELINE_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 

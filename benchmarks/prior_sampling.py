@@ -1,14 +1,14 @@
 """Prior sampling and decoding speed: `generate` with vs without the KV cache, 16 x 64 tokens
 (an 8x8 grid), with the MNIST prior size (GPT-2, 6 layers, 256 wide); then decode throughput.
 
-    python benchmarks/prior_sampling.py
+    python -m benchmarks.prior_sampling
 """
 
 from __future__ import annotations
 
 import torch
-from common import device_name, time_side_by_side
 
+from benchmarks.common import device_name, time_side_by_side
 from prior import CodeVocabulary, PriorModelConfig, build_prior, sample_codes
 from tokenizer import VQWAE, VQWAEConfig
 

@@ -1,7 +1,7 @@
 """Training-step time: VQ-WAE (Sinkhorn, our default), VQ-WAE (exact OT) and the VQ-VAE baseline,
 same backbone and batch (32 MNIST images), measured side by side in interleaved rounds.
 
-    python benchmarks/train_step.py [--rounds 30] [--iterations 10 30] [--tokenizer outputs/tokenizer-mnist/final]
+    python -m benchmarks.train_step [--rounds 30] [--iterations 10 30] [--tokenizer outputs/tokenizer-mnist/final]
 
 --iterations adds rows for the default (global) Sinkhorn with other per-step iteration counts.
 --tokenizer starts every model from a trained tokenizer's weights (codebook and code potential
@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import device_name, mnist_batch, time_side_by_side
 
+from benchmarks.common import device_name, mnist_batch, time_side_by_side
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.model import load_tokenizer
 from tokenizer.objective import LossConfig, total_loss

@@ -132,7 +132,7 @@ class VQWAEPipeline:
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
         """Code grids (n, h, w) -> images (n, C, H, W) in [0, 1] on the CPU, `batch_size` at a time;
-        also for codes sampled elsewhere (benchmarks/gpu_prior.py samples them on a GPU)."""
+        also for codes sampled elsewhere (benchmarks/gpu/gpu_prior.py samples them on a GPU)."""
         if codes.dim() != 3 or codes.dtype.is_floating_point:
             raise ValueError(f"codes must be integer code grids (n, h, w), got {tuple(codes.shape)} {codes.dtype}")
         images = []

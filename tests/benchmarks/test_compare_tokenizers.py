@@ -10,11 +10,11 @@ import pytest
 
 from tests.helpers import ROOT
 
-SCRIPT = str(ROOT / "benchmarks" / "compare_tokenizers.py")
+MODULE = "benchmarks.compare_tokenizers"
 
 
 def compare(out, *variants, extra=()):
-    command = [sys.executable, SCRIPT, "--out", str(out), "--seeds", "0", "1", "--steps", "2", "--rfid-n", "0"]
+    command = [sys.executable, "-m", MODULE, "--out", str(out), "--seeds", "0", "1", "--steps", "2", "--rfid-n", "0"]
     command += ["--max-batches", "1", "--timing-rounds", "1", "--parallel", "2", *extra]
     for variant in variants:
         command += ["--variant", *variant]
@@ -66,8 +66,7 @@ def test_bad_variant_is_one_clear_line(tmp_path, variant, message):
 
 def test_runs_keep_the_callers_python_path(monkeypatch, tmp_path):
     # A device machine's wheels live on PYTHONPATH: the training runs must still find them.
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import compare_tokenizers
+    from benchmarks import compare_tokenizers
 
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

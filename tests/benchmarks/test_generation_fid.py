@@ -2,20 +2,16 @@
 same samples (drawn again from the pipeline with the same seed), smaller counts take whole classes,
 the floor equals reconstruction_fid, a rerun reuses what was saved, and bad input is refused."""
 
-import sys
 
 import pytest
 import torch
 
+from benchmarks import generation_fid
 from infra.data import DataConfig, load_images
 from infra.fid_score import as_uint8_rgb, compute_fid
 from pipelines import VQWAEPipeline
-from tests.helpers import ROOT
 from tests.readme_fixtures import tiny_pipeline
 from tokenizer.evaluate import reconstruction_fid
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import generation_fid  # noqa: E402
 
 
 @pytest.fixture(scope="module")

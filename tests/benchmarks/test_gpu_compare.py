@@ -1,15 +1,11 @@
-"""benchmarks/gpu_compare.py rehearsed on the CPU (tiny config): runs that finish come back as
+"""benchmarks/gpu/gpu_compare.py rehearsed on the CPU (tiny config): runs that finish come back as
 their final model and scores, runs stopped at the deadline as their newest checkpoint, and a tar
 unpacked here is all that compare_tokenizers.py needs to resume a run or skip a finished one."""
 
 import json
-import sys
 import tarfile
 
-from tests.helpers import ROOT
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import gpu_compare  # noqa: E402
+from benchmarks.gpu import gpu_compare
 
 TINY = "configs/tokenizer/tiny.yaml"
 

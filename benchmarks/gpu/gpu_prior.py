@@ -1,9 +1,9 @@
 """The prepared device script for the GPU prior recipe: train configs/prior/mnist-gpu.yaml on a
 trained tokenizer's codes within a time budget, then sample the code grids of every gFID setting.
 
-    python benchmarks/gpu_prior.py --tokenizer TOKENIZER_DIR --out $OUT [--minutes 5.5] \\
+    python -m benchmarks.gpu.gpu_prior --tokenizer TOKENIZER_DIR --out $OUT [--minutes 5.5] \\
         [--n 10000] [--guidance-scales 1.5 1 2 3] [--deadline-minutes 8.5]
-    python benchmarks/gpu_prior.py --tokenizer TOKENIZER_DIR --out /tmp/x --dry-run --n 20   # CPU rehearsal
+    python -m benchmarks.gpu.gpu_prior --tokenizer TOKENIZER_DIR --out /tmp/x --dry-run --n 20   # CPU rehearsal
 
 1. times warm training steps of the recipe's prior (random codes, the recipe's batch and precision)
    and sets max_steps to what fits in --minutes (at most the recipe's), so that the cosine
@@ -17,12 +17,8 @@ trained tokenizer's codes within a time budget, then sample the code grids of ev
 
 The prior (12 x 512, about 150 MB) does not come back from a device call; its samples do, and
 generation_fid.py scores them here with the same tokenizer:
-    python benchmarks/generation_fid.py --pipeline <a pipeline with that tokenizer> --codes <OUT> ...
-The device call (the `run` tool), after `bash benchmarks/device_wheels.sh` here:
-    command: python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-             && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-             && python3 benchmarks/gpu_prior.py --tokenizer TOKENIZER_DIR --out $OUT
-    carry: [".whl", "TOKENIZER_DIR"], timeout_s: 560
+    python -m benchmarks.generation_fid --pipeline <a pipeline with that tokenizer> --codes <OUT> ...
+Running it on a GPU machine, with or without network: benchmarks/gpu/README.md.
 """
 
 from __future__ import annotations
@@ -37,20 +33,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import device_name, time_side_by_side
+from benchmarks.generation_fid import setting_tag
+from infra.config import load_config
+from pipelines import VQWAEPipeline
+from prior.codes import tokenizer_identity
+from prior.config import PriorTrainConfig
+from prior.model import CodeVocabulary, build_prior
+from prior.train import causal_lm_loss
+from tokenizer.model import load_tokenizer
 
-from common import device_name, time_side_by_side  # noqa: E402
-from generation_fid import setting_tag  # noqa: E402
-
-from infra.config import load_config  # noqa: E402
-from pipelines import VQWAEPipeline  # noqa: E402
-from prior.codes import tokenizer_identity  # noqa: E402
-from prior.config import PriorTrainConfig  # noqa: E402
-from prior.model import CodeVocabulary, build_prior  # noqa: E402
-from prior.train import causal_lm_loss  # noqa: E402
-from tokenizer.model import load_tokenizer  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOOP_OVERHEAD = 1.3  # the training loop's step over the bare step: data, Accelerate, logging, validation
 
 
