@@ -87,7 +87,7 @@ class Demo:
                 raise ValueError("guidance needs a class: pick a class, or set the guidance scale to 1")
             output = self.pipe(
                 n=int(count), class_labels=None if label == UNCONDITIONAL else int(label),
-                guidance_scale=float(guidance), temperature=float(temperature), top_k=int(top_k) or None,
+                guidance_scale=float(guidance), temperature=float(temperature), top_k=int(top_k),
                 generator=torch.Generator().manual_seed(int(seed)), output_type="pt", progress=False,
             )  # fmt: skip
         except ValueError as error:
@@ -163,9 +163,11 @@ def build_app(pipe: VQWAEPipeline):
         with gr.Tab("Generate"):
             with gr.Row():
                 label = gr.Dropdown(demo.class_choices, value=demo.class_choices[-1], label="class")
-                guidance = gr.Slider(0, 5, value=2.0 if pipe.num_classes else 1.0, step=0.5, label="guidance scale")
-                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.1, label="temperature")
-                top_k = gr.Number(value=0, precision=0, label="top-k (0: all codes)")
+                chosen = pipe.sampling_defaults  # the settings chosen on validation when the prior was trained
+                guidance = gr.Slider(0, 5, value=chosen.get("guidance_scale", 2.0 if pipe.num_classes else 1.0),
+                                     step=0.5, label="guidance scale")  # fmt: skip
+                temperature = gr.Slider(0.1, 2.0, value=chosen.get("temperature", 1.0), step=0.1, label="temperature")
+                top_k = gr.Number(value=chosen.get("top_k") or 0, precision=0, label="top-k (0: all codes)")
                 seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
                 count = gr.Slider(1, 64, value=16, step=1, label="images")
             generate = gr.Button("Generate", variant="primary", elem_id="generate")

@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--guidance-scale", type=float, default=None, help="classifier-free guidance (with --each-class)"
     )
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=None, help="default: the pipeline's")
+    parser.add_argument("--top-k", type=int, default=None, help="default: the pipeline's; 0 = no top-k")
     args = parser.parse_args(argv)
     sampling = dict(temperature=args.temperature, top_k=args.top_k)
     if args.each_class:

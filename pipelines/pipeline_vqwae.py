@@ -102,19 +102,49 @@ class VQWAEPipeline:
         self,
         n: int = 16,
         class_labels=None,
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
+        guidance_scale: float | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
         output_type: str = "pil",
         progress: bool = True,
+        unconditional: str | None = None,
     ) -> VQWAEPipelineOutput:
+        """Sample `n` images. Sampling settings left as None take the pipeline's defaults
+        (`sampling_defaults`: chosen on validation when the prior was trained), else temperature 1,
+        no top-k / top-p and no guidance; top_k=0 asks for no top-k explicitly. guidance_scale
+        applies to class-conditional calls (class_labels given) only.
+
+        unconditional: how a class-conditional prior draws samples without class_labels:
+        `null_class` (its null-class prompt, trained on the label_dropout share of the data only) or
+        `classes` (a class drawn uniformly for each sample, then that class: a draw from
+        sum_y p(y) p(x | y), the model's p(x) through its stronger conditionals; guided by the
+        pipeline's `unconditional_guidance_scale` unless guidance_scale is given)."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type={output_type!r} is not allowed; choose one of ['pil', 'np', 'pt']")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        # 0. Settings the caller left open come from the pipeline.
+        defaults = self.sampling_defaults
+        if temperature is None:
+            temperature = defaults.get("temperature", 1.0)
+        if top_k is None and top_p is None:
+            top_k = defaults.get("top_k")
+        explicit_guidance = guidance_scale
+        if guidance_scale is None:
+            guidance_scale = defaults.get("guidance_scale", 1.0) if class_labels is not None else 1.0
+        if unconditional is None:
+            unconditional = defaults.get("unconditional", "null_class")
+        if unconditional not in ("null_class", "classes"):
+            raise ValueError(f"unconditional={unconditional!r} is not allowed; choose one of ['null_class', 'classes']")
+        if class_labels is None and unconditional == "classes" and self.num_classes:
+            # Drawn from the call's generator first, so the same seed gives the same classes.
+            class_labels = torch.randint(0, self.num_classes, (n,), generator=generator)
+            guidance_scale = defaults.get("unconditional_guidance_scale", 1.0) if explicit_guidance is None else (
+                explicit_guidance
+            )
         # 1. Sample code grids from the prior (KV-cached generate, special tokens masked).
         codes = sample_codes(
             self.prior, n, class_labels, guidance_scale, temperature, top_k, top_p, generator, batch_size,
@@ -149,6 +179,12 @@ class VQWAEPipeline:
             generator = torch.Generator().manual_seed(0)
         images = self(n=n, generator=generator, batch_size=batch_size, output_type="pt", **sampling).images
         return compute_fid(images, reference, reference_n=reference_n, weights_path=weights_path, batch_size=batch_size)
+
+    @property
+    def sampling_defaults(self) -> dict:
+        """The sampling settings `__call__` uses when given none (pipeline_config.json `sampling`;
+        empty for a pipeline saved without a sweep)."""
+        return dict(self.config.get("sampling") or {})
 
     @property
     def codebook_size(self) -> int:

@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--class-label", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=None, help="K samples of every class, one row per class")
-    parser.add_argument("--guidance-scale", type=float, default=1.0)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=None)
+    # Left out: the pipeline's own defaults (chosen on validation when its prior was trained).
+    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the pipeline's")
+    parser.add_argument("--temperature", type=float, default=None, help="default: the pipeline's")
+    parser.add_argument("--top-k", type=int, default=None, help="default: the pipeline's; 0 = no top-k")
     parser.add_argument("--top-p", type=float, default=None)
     args = parser.parse_args(argv)
     pipe = VQWAEPipeline.from_pretrained(args.pipeline).to("cuda" if torch.cuda.is_available() else "cpu")
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> str:
     )  # fmt: skip
     save_image(output.images, args.out, nrow=columns, padding=2)
     what = f"{args.per_class} per class" if args.per_class else f"{n} samples"
-    print(f"wrote {what} (guidance scale {args.guidance_scale}) to {args.out}")
+    used = {**pipe.sampling_defaults, **{k: v for k, v in (("guidance_scale", args.guidance_scale),
+            ("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}}  # fmt: skip
+    print(f"wrote {what} (sampling {used or 'temperature 1, no top-k, no guidance'}) to {args.out}")
     return args.out
 
 

@@ -27,6 +27,9 @@ class PriorTrainConfig(RunConfig):
     label_dropout: float = 0.1  # conditional: share of labels replaced by the null class (for CFG)
     encode_batch_size: int = 256
     num_samples: int = 16  # decoded samples in the PNG grid of each validation
+    # Samples a setting in the sweep that chooses the pipeline's default sampling settings on the
+    # validation split (prior/sampling_choice.py; MNIST only: a digit classifier judges them). 0 = off.
+    sampling_sweep: int = 200
     model: PriorModelConfig = field(default_factory=PriorModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -36,5 +39,8 @@ class PriorTrainConfig(RunConfig):
             raise ValueError("set tokenizer=PATH_OR_HUB_ID: the trained tokenizer whose codes the prior models")
         check_positive("num_classes", self.num_classes)
         check_positive("num_samples", self.num_samples)
+        if 0 < self.sampling_sweep < 10:
+            raise ValueError(f"sampling_sweep must be 0 (off) or >= 10 samples a setting, got {self.sampling_sweep}")
+        check_positive("sampling_sweep", self.sampling_sweep, allow_zero=True)
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")

@@ -25,7 +25,8 @@ from transformers import get_scheduler
 
 from infra.checkpointing import push_folder, resume_training, save_checkpoint
 from infra.config import parse_config, run_cli, to_dict
-from infra.data import load_images
+from infra.data import load_images, to_unit_range
+from infra.digit_classifier import load_classifier
 from infra.training import (
     NonFiniteGuard,
     backward_and_step,
@@ -42,6 +43,7 @@ from prior.config import PriorTrainConfig
 from prior.export import save_pipeline_folder
 from prior.model import CodeVocabulary, build_prior
 from prior.sampling import sample_codes
+from prior.sampling_choice import choice_table, choose_sampling
 from tokenizer.model import load_tokenizer
 
 
@@ -64,6 +66,23 @@ def causal_lm_loss(model, input_ids: torch.Tensor) -> torch.Tensor:
     labels = input_ids.clone()
     labels[:, 0] = -100
     return model(input_ids=input_ids, labels=labels).loss
+
+
+def sampling_defaults(config: PriorTrainConfig, prior, tokenizer, validation, say) -> dict:
+    """The pipeline config's `sampling` (the defaults of `pipe(...)`) and `sampling_sweep` (every
+    setting tried, with its scores), chosen on validation images; {} where no sweep applies."""
+    if not config.sampling_sweep:
+        return {}
+    if config.data.source != "mnist" or (tokenizer.config.in_channels, tokenizer.config.image_size) != (1, 32):
+        say("sampling sweep skipped: its judge is an MNIST digit classifier (data.source=mnist, 1 x 32 x 32); "
+            "the pipeline samples with temperature 1, no top-k and no guidance unless told")  # fmt: skip
+        return {}
+    classifier, info = load_classifier()
+    reference = to_unit_range(validation[: max(1000, config.sampling_sweep)]["pixel_values"])
+    choice = choose_sampling(prior, tokenizer, reference, classifier, n=config.sampling_sweep, seed=config.seed)
+    say(f"sampling sweep on the validation split (digit classifier, test accuracy {info.test_accuracy:.2%}):\n"
+        f"{choice_table(choice)}")  # fmt: skip
+    return {"sampling": choice.settings, "sampling_sweep": choice.rows}
 
 
 def main(argv=None) -> dict:
@@ -183,13 +202,15 @@ def main(argv=None) -> dict:
             break
     progress.close()
 
-    # 6. Final validation; save the prior and the pipeline folder (tokenizer + prior).
+    # 6. Final validation; save the prior and the pipeline folder (tokenizer + prior), with the
+    #    sampling settings a validation sweep chose as the pipeline's defaults.
     metrics = validate()
     if accelerator.is_main_process:
         prior = accelerator.unwrap_model(model)
         prior.save_pretrained(output_dir / "final", safe_serialization=True)
         extra = {"class_conditional": config.class_conditional, "num_classes": vocabulary.num_classes,
                  "validation_bits_per_code": metrics["bits_per_code"], "data_source": config.data.source}  # fmt: skip
+        extra.update(sampling_defaults(config, prior.eval(), tokenizer, splits["validation"], accelerator.print))
         folder = save_pipeline_folder(output_dir / "pipeline", tokenizer, prior, tokenizer_id, extra)
         accelerator.print(f"prior: validation {metrics['bits_per_code']:.3f} bits per code; pipeline saved to {folder}")
         if config.push_to_hub:

@@ -5,8 +5,8 @@ from pathlib import Path
 import torch
 
 
-def tiny_pipeline(folder: Path, seed: int = 0, codebook_size: int = 32):
-    """A random (untrained) tokenizer + prior pipeline, saved to `folder`."""
+def tiny_pipeline(folder: Path, seed: int = 0, codebook_size: int = 32, image_size: int = 16):
+    """A random (untrained) tokenizer + prior pipeline for `image_size` images, saved to `folder`."""
     from pipelines import VQWAEPipeline
     from prior.codes import tokenizer_identity
     from prior.model import CodeVocabulary, PriorModelConfig, build_prior
@@ -14,11 +14,11 @@ def tiny_pipeline(folder: Path, seed: int = 0, codebook_size: int = 32):
 
     torch.manual_seed(seed)
     tokenizer = VQWAE(
-        VQWAEConfig(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=codebook_size, image_size=16)
+        VQWAEConfig(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=codebook_size, image_size=image_size)
     )
     prior = build_prior(
         PriorModelConfig(num_layers=1, num_heads=2, hidden_size=32, dropout=0.0),
-        CodeVocabulary(codebook_size, 4, 4, num_classes=10),
+        CodeVocabulary(codebook_size, image_size // 4, image_size // 4, num_classes=10),
         tokenizer_identity(tokenizer),
     )
     pipe = VQWAEPipeline(tokenizer, prior)

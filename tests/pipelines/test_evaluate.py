@@ -1,0 +1,62 @@
+"""python -m pipelines.evaluate: the digit classifier's verdict on a pipeline's samples, equal to
+judging the same seeded samples by hand; bad input is one clear line."""
+
+import shutil
+
+import pytest
+import torch
+
+from infra.digit_classifier import VERSION, judge
+from pipelines import evaluate
+from tests.readme_fixtures import tiny_pipeline
+
+
+@pytest.fixture
+def cached_classifier(tmp_path, monkeypatch, small_digit_classifier):
+    shutil.copytree(small_digit_classifier[0], tmp_path / "cache" / "digit-classifier" / f"{VERSION}-e2-s0")
+    monkeypatch.setenv("VQWAE_CACHE", str(tmp_path / "cache"))
+    return small_digit_classifier
+
+
+def test_the_verdict_is_the_classifiers_on_the_same_samples(tmp_path, cached_classifier, capsys):
+    _, classifier, info = cached_classifier
+    pipe = tiny_pipeline(tmp_path / "pipe", image_size=32)
+    result = evaluate.main(["--pipeline", str(tmp_path / "pipe"), "--per-class", "3", "--unconditional", "12",
+                            "--temperature", "0.9"])  # fmt: skip
+    assert '"recognisable"' in capsys.readouterr().out
+    assert result["classifier_test_accuracy"] == info.test_accuracy
+    labels = torch.arange(10).repeat_interleave(3)
+    images = pipe(n=30, class_labels=labels, temperature=0.9, generator=torch.Generator().manual_seed(0),
+                  output_type="pt", progress=False).images  # fmt: skip
+    assert result["class_conditional"] == {"samples": 30, **judge(classifier, images).accuracy(labels)}
+    images = pipe(n=12, temperature=0.9, generator=torch.Generator().manual_seed(1), output_type="pt",
+                  progress=False).images  # fmt: skip
+    assert result["unconditional"]["recognisable"] == judge(classifier, images).recognisable()
+    # Unconditional samples drawn through classes take the guidance; the same samples by hand.
+    result = evaluate.main(["--pipeline", str(tmp_path / "pipe"), "--per-class", "0", "--unconditional", "12",
+                            "--unconditional-mode", "classes", "--guidance-scale", "2"])  # fmt: skip
+    generator = torch.Generator().manual_seed(1)
+    drawn = torch.randint(0, 10, (12,), generator=generator)
+    images = pipe(n=12, class_labels=drawn, guidance_scale=2.0, generator=generator, output_type="pt",
+                  progress=False).images  # fmt: skip
+    assert "class_conditional" not in result
+    assert result["unconditional"]["recognisable"] == judge(classifier, images).recognisable()
+
+
+def test_bad_input_is_one_clear_error(tmp_path, cached_classifier, capsys):
+    tiny_pipeline(tmp_path / "small")  # 16 x 16 images: not what the classifier judges
+    with pytest.raises(SystemExit) as stop:
+        evaluate_cli(tmp_path / "small")
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and "judges 1 x 32 x 32 digits; this pipeline makes 1 x 16 x 16" in error.splitlines()[-1]
+    tiny_pipeline(tmp_path / "pipe", image_size=32)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        evaluate.evaluate_samples(evaluate.VQWAEPipeline.from_pretrained(tmp_path / "pipe"), per_class=-1)
+
+
+def evaluate_cli(folder):
+    """The command as a user runs it: a ValueError becomes one line and exit status 2."""
+    from infra.config import run_cli
+
+    run_cli(lambda: evaluate.main(["--pipeline", str(folder)]))
