@@ -132,19 +132,17 @@ class VQWAEPipeline:
             temperature = defaults.get("temperature", 1.0)
         if top_k is None and top_p is None:
             top_k = defaults.get("top_k")
-        explicit_guidance = guidance_scale
-        if guidance_scale is None:
-            guidance_scale = defaults.get("guidance_scale", 1.0) if class_labels is not None else 1.0
         if unconditional is None:
             unconditional = defaults.get("unconditional", "null_class")
         if unconditional not in ("null_class", "classes"):
             raise ValueError(f"unconditional={unconditional!r} is not allowed; choose one of ['null_class', 'classes']")
+        guidance_default = "guidance_scale" if class_labels is not None else None
         if class_labels is None and unconditional == "classes" and self.num_classes:
             # Drawn from the call's generator first, so the same seed gives the same classes.
             class_labels = torch.randint(0, self.num_classes, (n,), generator=generator)
-            guidance_scale = defaults.get("unconditional_guidance_scale", 1.0) if explicit_guidance is None else (
-                explicit_guidance
-            )
+            guidance_default = "unconditional_guidance_scale"
+        if guidance_scale is None:
+            guidance_scale = defaults.get(guidance_default, 1.0) if guidance_default else 1.0
         # 1. Sample code grids from the prior (KV-cached generate, special tokens masked).
         codes = sample_codes(
             self.prior, n, class_labels, guidance_scale, temperature, top_k, top_p, generator, batch_size,

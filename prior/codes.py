@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -11,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from infra.data import to_unit_range
-from tokenizer.legacy import legacy_identity
+from tokenizer.legacy import config_and_weights_digest, legacy_identity
 from tokenizer.model import VQWAE
 
 
@@ -19,19 +17,15 @@ def tokenizer_identity(tokenizer: VQWAE) -> str:
     """sha256 of what determines the tokenizer's codes: its architecture (`VQWAEConfig.architecture`:
     networks, codebook size, quantizer; not how it was trained) and its weights (less the Sinkhorn
     warm start, a training state). Two tokenizers share it only if they encode alike."""
-    digest = hashlib.sha256(json.dumps(tokenizer.config.architecture(), sort_keys=True).encode())
-    for name, tensor in sorted(tokenizer.state_dict().items()):
-        if name.endswith("code_potential"):
-            continue
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    weights = {name: tensor for name, tensor in tokenizer.state_dict().items() if not name.endswith("code_potential")}
+    return config_and_weights_digest(tokenizer.config.architecture(), weights)
 
 
-def is_identity_of(tokenizer: VQWAE, recorded: str) -> bool:
+def is_identity_of(tokenizer: VQWAE, recorded: str, identity: str | None = None) -> bool:
     """Whether an identity recorded in a pipeline, prior or code cache names this tokenizer: today's
-    identity, or for a tokenizer loaded from a flat (earlier) config.json, the one computed then."""
-    if recorded == tokenizer_identity(tokenizer):
+    identity (`identity` when the caller has it already), or for a tokenizer loaded from a flat
+    (earlier) config.json, the one computed then."""
+    if recorded == (identity if identity is not None else tokenizer_identity(tokenizer)):
         return True
     return tokenizer.legacy_config is not None and recorded == legacy_identity(
         tokenizer.legacy_config, tokenizer.state_dict()

@@ -122,8 +122,7 @@ def check_matches_tokenizer(prior: PreTrainedModel, tokenizer, tokenizer_id: str
     from prior.codes import is_identity_of
 
     trained_on = prior.config.vqwae.get("tokenizer_id")
-    legacy_match = tokenizer.legacy_config is not None and trained_on and is_identity_of(tokenizer, trained_on)
-    if tokenizer_id is not None and trained_on and trained_on != tokenizer_id and not legacy_match:
+    if tokenizer_id is not None and trained_on and not is_identity_of(tokenizer, trained_on, tokenizer_id):
         raise ValueError(
             f"the prior was trained on the codes of tokenizer {trained_on[:12]} but this tokenizer is "
             f"{tokenizer_id[:12]}; its codes mean something else. Train the prior on this tokenizer's codes"

@@ -102,7 +102,13 @@ def legacy_identity(values: dict, state_dict: dict[str, torch.Tensor]) -> str:
     for key, default in _LEFT_OUT_AT.items():
         if flat[key] == default:
             del flat[key]
-    digest = hashlib.sha256(json.dumps(flat, sort_keys=True).encode())
+    return config_and_weights_digest(flat, state_dict)
+
+
+def config_and_weights_digest(config: dict, state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 of a config (JSON, sorted keys) and of every tensor of a state dict, by name: the
+    hash both today's tokenizer identity and the earlier one are made of."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(state_dict.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
