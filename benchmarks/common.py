@@ -54,3 +54,17 @@ def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def draw_figures(drawer: str, *args) -> list:
+    """`benchmarks.plots.<drawer>(*args)`, or nothing with a line saying why where matplotlib is
+    missing (a bare device machine): the numbers matter more than their pictures."""
+    try:
+        from benchmarks import plots
+    except ImportError as error:
+        print(f"figures skipped: {error} (pip install matplotlib, or the project's [bench] extra)", flush=True)
+        return []
+    paths = getattr(plots, drawer)(*args)
+    for path in paths:
+        print(f"figure: {path}", flush=True)
+    return paths

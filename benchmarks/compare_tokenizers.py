@@ -19,8 +19,8 @@ rerun and an interrupted one resumes from its last checkpoint, so a sweep surviv
 OMP_NUM_THREADS is set; on a GPU all share it). `--deadline-minutes M` stops every run M minutes
 from now with a checkpoint (each run's start-up, data loading included, comes on top; for a lent
 machine's time, and `benchmarks/gpu/gpu_compare.py` brings the runs back); the tables wait until a
-rerun has finished them all. Writes OUT/results.json and
-OUT/results.md. Choose settings on `--split validation`; report `--split test`. Every run also
+rerun has finished them all. Writes OUT/results.json, OUT/results.md and the figures in
+OUT/figures/ (validation curves, code use, step times: `benchmarks/plots.py`). Choose settings on `--split validation`; report `--split test`. Every run also
 records its validation-split metrics.
 """
 
@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import draw_figures
 from infra.config import load_config
 from tokenizer.config import TokenizerTrainConfig
 
@@ -160,7 +161,17 @@ def evaluate_run(config: TokenizerTrainConfig, split: str, rfid_n: int, max_batc
     if history.is_file():
         train_logs = [json.loads(line) for line in history.read_text().splitlines()]
         result["train_seconds"] = train_logs[-1]["time"] - train_logs[0]["time"] if len(train_logs) > 1 else None
+        result["curves"] = training_curves(train_logs)
     return result
+
+
+# What the curves figure shows, from the run's metrics.jsonl: {curve name: logged key}.
+CURVES = {"psnr": "validation/psnr", "perplexity": "validation/perplexity", "ot_gap": "ot_check/relative_gap"}
+
+
+def training_curves(logs: list[dict]) -> dict[str, dict[int, float]]:
+    """Validation PSNR and perplexity, and the OT gap where `ot_check_every` logged it, by step."""
+    return {name: {row["step"]: row[key] for row in logs if key in row} for name, key in CURVES.items()}
 
 
 def step_ratios(variants: dict, seed: int, steps: int, out: Path, reference: str, rounds: int) -> dict:
@@ -298,6 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = markdown(summary, results, timing, args)
     (out / "results.md").write_text(table)
     print(table)
+    draw_figures("compare_figures", report, out / "figures", f"{args.steps} steps, seeds {' '.join(map(str, args.seeds))}, {report['device']}")
     return report
 
 

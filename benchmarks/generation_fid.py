@@ -10,7 +10,7 @@ Every setting's samples and Inception features are saved under OUT as they are m
 tables are rewritten after each one, so a stopped run resumes where it stopped. A count m below
 N takes the first m unconditional samples, or the first m / num_classes samples of every class.
 --floor adds the tokenizer's own rFID: its reconstructions of the same reference images.
-Writes OUT/results.json and OUT/results.md, and a grid per setting, OUT/grid-<setting>.png:
+Writes OUT/results.json, OUT/results.md, OUT/figures/gfid-vs-samples.png, and a grid per setting, OUT/grid-<setting>.png:
 the first (up to) 10 samples of every class, a row each, or the first 100 unconditional samples.
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from benchmarks.common import draw_figures
 from infra.fid_score import (
     as_uint8_rgb,
     feature_extractor,
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     def write() -> None:
         (out / "results.json").write_text(json.dumps(report, indent=2))
         (out / "results.md").write_text(markdown(report))
+        draw_figures("generation_figures", report, out / "figures", f"gFID against {args.reference}, {report['device']}")
 
     # 2. Each setting: samples, their features, FID at every count. A resumed setting keeps the
     # minutes its files took when they were made (None if that record is gone), not the load time.

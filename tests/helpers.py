@@ -49,3 +49,19 @@ def run_script(args: list[str], processes: int = 1, timeout: int = 600, extra_en
     else:
         launcher += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     return subprocess.run(launcher + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_figure(path: Path, min_width: int = 400) -> None:
+    """A PNG a benchmark drew: a real image of a sensible size with data drawn on it. Axes, ticks
+    and labels are black and grey; lines, markers and bars take matplotlib's colours, so at least
+    0.3% of the pixels must be coloured (an empty set of axes has none)."""
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    assert path.is_file() and path.stat().st_size > 5_000, f"{path}: missing or nearly empty"
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    assert pixels.shape[1] >= min_width, f"{path}: {pixels.shape[1]} px wide"
+    coloured = float(((pixels.max(axis=2) - pixels.min(axis=2)) > 60).mean())
+    assert coloured > 0.003, f"{path}: only {coloured:.2%} of its pixels are coloured: no data drawn"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -33,6 +33,11 @@ class ReconstructionMetrics:
     perplexity: float
     codes_used: int
     num_images: int
+    code_counts: list[int] = field(default_factory=list, repr=False)  # latents per code, over the split
+
+    def scalars(self) -> dict:
+        """Every metric but the code histogram: what logs and the CLI print."""
+        return {key: value for key, value in asdict(self).items() if key != "code_counts"}
 
 
 @torch.no_grad()
@@ -74,6 +79,7 @@ def evaluate_reconstruction(
         perplexity=perplexity_from_counts(counts).item(),
         codes_used=int((counts > 0).sum().item()),
         num_images=int(num_images),
+        code_counts=[int(count) for count in counts.tolist()],
     )
 
 
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = DataConfig(source=args.source, image_size=model.config.image_size)
     split = load_images(data, model.config.in_channels)[args.split]
     loader = torch.utils.data.DataLoader(split, batch_size=args.batch_size)
-    result = asdict(evaluate_reconstruction(model, loader, max_batches=args.max_batches))
+    result = evaluate_reconstruction(model, loader, max_batches=args.max_batches).scalars()
     if args.rfid:
         limit = len(split) if args.max_batches is None else min(len(split), args.max_batches * args.batch_size)
         limit = min(len(split), args.rfid_n) if args.rfid_n else limit

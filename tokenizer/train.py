@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
 
     def validate() -> dict:
         limit = config.validation_batches or None
-        metrics = asdict(evaluate_reconstruction(model, validation_loader, accelerator, limit))
+        metrics = evaluate_reconstruction(model, validation_loader, accelerator, limit).scalars()
         if accelerator.is_main_process:  # originals (top rows) vs reconstructions (bottom rows)
             unwrapped = accelerator.unwrap_model(model)
             with torch.no_grad():

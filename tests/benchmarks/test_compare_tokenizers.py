@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, assert_figure, read_metrics
 
 MODULE = "benchmarks.compare_tokenizers"
 
@@ -23,7 +24,9 @@ def compare(out, *variants, extra=()):
 
 
 def test_two_variants_two_seeds_table_and_rerun(tmp_path):
-    variants = [("wae", "configs/tokenizer/tiny.yaml"), ("vae", "configs/tokenizer/tiny.yaml", "model.quantizer=vq")]
+    # Validating every step gives the curves of the figure two points a run.
+    variants = [("wae", "configs/tokenizer/tiny.yaml", "validate_every=1"),
+                ("vae", "configs/tokenizer/tiny.yaml", "model.quantizer=vq", "validate_every=1")]  # fmt: skip
     first = compare(tmp_path, *variants)
     assert first.returncode == 0, first.stderr[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
@@ -39,6 +42,21 @@ def test_two_variants_two_seeds_table_and_rerun(tmp_path):
     assert report["runs"]["wae"]["0"]["test"]["psnr"] != report["runs"]["wae"]["1"]["test"]["psnr"]
     table = (tmp_path / "results.md").read_text()
     assert "| wae |" in table and "| vae |" in table and "step vs vae" in table
+    # The figures' data: each run's validation curves as its metrics.jsonl logged them, and the
+    # code histogram of the scored split, which gives back its codes used and perplexity.
+    for name in ("wae", "vae"):
+        for seed in ("0", "1"):
+            run = report["runs"][name][seed]
+            logged = {str(row["step"]): row["validation/psnr"] for row in read_metrics(tmp_path / name / f"seed-{seed}")
+                      if "validation/psnr" in row}  # fmt: skip
+            assert run["curves"]["psnr"] == logged and set(logged) == {"1", "2"}
+            counts = torch.tensor(run["test"]["code_counts"], dtype=torch.float64)
+            assert counts.sum() == run["test"]["num_images"] * 16  # a 4 x 4 grid of codes per 16 x 16 image
+            assert (counts > 0).sum() == run["test"]["codes_used"]
+            shares = counts[counts > 0] / counts.sum()
+            assert float(torch.exp(-(shares * shares.log()).sum())) == pytest.approx(run["test"]["perplexity"], rel=1e-4)
+    for figure in ("tokenizer-curves.png", "code-use.png", "step-time.png"):
+        assert_figure(tmp_path / "figures" / figure)
 
     finals = {path: path.stat().st_mtime for path in tmp_path.glob("*/seed-*/final/model.safetensors")}
     assert len(finals) == 4

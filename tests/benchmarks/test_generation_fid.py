@@ -10,6 +10,7 @@ from benchmarks import generation_fid
 from infra.data import DataConfig, load_images
 from infra.fid_score import as_uint8_rgb, compute_fid
 from pipelines import VQWAEPipeline
+from tests.helpers import assert_figure
 from tests.readme_fixtures import tiny_pipeline
 from tokenizer.evaluate import reconstruction_fid
 
@@ -56,6 +57,7 @@ def test_table_matches_compute_fid_and_resumes(pipeline_dir, tmp_path):
 
     assert Image.open(tmp_path / "grid-class-conditional-g2.png").size == (2 * 18 + 2, 10 * 18 + 2)
     assert Image.open(tmp_path / "grid-unconditional.png").size == (10 * 18 + 2, 2 * 18 + 2)
+    assert_figure(tmp_path / "figures" / "gfid-vs-samples.png")  # drawn from this report
 
     test_images = load_images(DataConfig(image_size=16), 1)["test"].select(range(20))
     floor = reconstruction_fid(pipe.tokenizer.eval(), test_images, reference="mnist:test")

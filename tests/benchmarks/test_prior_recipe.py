@@ -59,3 +59,36 @@ def test_bad_variant_is_one_clear_line(tmp_path):
     result = recipe(tmp_path, "unused", ("bad", "configs/prior/tiny.yaml", "model.nope=1"))
     assert result.returncode != 0
     assert "variant 'bad': unknown config key(s) ['model.nope']" in result.stderr.strip().splitlines()[-1]
+
+
+def test_judged_pipelines_match_evaluate_and_are_cached(tmp_path, monkeypatch, small_digit_classifier):
+    import shutil
+
+    from benchmarks import prior_recipe
+    from infra.digit_classifier import VERSION
+    from pipelines.evaluate import evaluate_samples
+    from pipelines.pipeline_vqwae import VQWAEPipeline
+    from tests.readme_fixtures import tiny_pipeline
+
+    shutil.copytree(small_digit_classifier[0], tmp_path / "cache" / "digit-classifier" / f"{VERSION}-e2-s0")
+    monkeypatch.setenv("VQWAE_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    tiny_pipeline(run / "pipeline", image_size=32)
+    judged = prior_recipe.judge(run, per_class=2)
+    # The same samples judged by pipelines.evaluate: 2 of every class, 20 unconditional.
+    expected = evaluate_samples(VQWAEPipeline.from_pretrained(run / "pipeline"), per_class=2, num_unconditional=20)
+    assert judged["class_accuracy"] == expected["class_conditional"]["accuracy"]
+    assert judged["worst_class"] == expected["class_conditional"]["worst_class"]
+    assert judged["recognisable"] == expected["unconditional"]["recognisable"]
+    # Cached in the run folder: a rerun reads it back instead of sampling again.
+    saved = json.loads((run / prior_recipe.JUDGED).read_text())
+    (run / prior_recipe.JUDGED).write_text(json.dumps({**saved, "recognisable": 0.123}))
+    assert prior_recipe.judge(run, per_class=2)["recognisable"] == 0.123
+    prior_recipe.judge(run, per_class=3)  # another count samples again
+    assert json.loads((run / prior_recipe.JUDGED).read_text())["per_class"] == 3
+    # The table shows the verdict beside the bits.
+    result = {"layers": 1, "hidden": 32, "batch_size": 16, "learning_rate": 3e-3, "steps": 6, "mixed_precision": "no",
+              "minutes": 0.1, "wall_minutes": None, "bits_per_code": 8.0, "curve": {6: 8.0},
+              "judged": {**judged, "class_accuracy": 0.975, "worst_class": 0.9, "recognisable": 0.5}}  # fmt: skip
+    row = prior_recipe.markdown({"v": result}, {}, "1").splitlines()[-1]
+    assert "| 97.5% (90%) | 50.0% |" in row and "| - | 8.000 |" in row

@@ -1,0 +1,70 @@
+"""benchmarks/plots.py: every figure is drawn from a results report (not blank, a sensible size),
+the OT-gap panel appears only when a run logged the gap, and the repository's figures redraw from
+the results files it keeps."""
+
+from PIL import Image
+
+from benchmarks import plots
+from tests.helpers import assert_figure
+
+
+def curves(offset: float, with_gap: bool) -> dict:
+    steps = [100, 200, 300]
+    run = {"psnr": {step: 20 + offset + step / 100 for step in steps},
+           "perplexity": {step: 100 + offset * 10 + step / 10 for step in steps}}  # fmt: skip
+    run["ot_gap"] = {step: 0.02 - step / 1e5 for step in steps} if with_gap else {}
+    return run
+
+
+def test_training_curves_show_an_ot_gap_panel_only_when_logged(tmp_path):
+    without = plots.training_curves({"a": {0: curves(0, False), 1: curves(1, False)}, "b": {0: curves(2, False)}},
+                                    tmp_path / "two.png", "two panels")  # fmt: skip
+    with_gap = plots.training_curves({"a": {0: curves(0, True), 1: curves(1, True)}, "b": {0: curves(2, False)}},
+                                     tmp_path / "three.png", "three panels")  # fmt: skip
+    assert_figure(without)
+    assert_figure(with_gap)
+    with Image.open(without) as two, Image.open(with_gap) as three:
+        assert three.width > 1.4 * two.width  # a third panel of the same size
+
+
+def test_code_use_and_gfid_and_step_time(tmp_path):
+    counts = {"flat": [10] * 64, "collapsed": [600] + [1] * 40 + [0] * 23}
+    assert_figure(plots.code_use(counts, tmp_path / "codes.png", "code use"))
+    settings = {"unconditional": {"1000": 21.8, "10000": 15.3}, "g=2": {1000: 13.8, 10000: 8.4}}
+    assert_figure(plots.gfid_vs_samples(settings, tmp_path / "gfid.png", "gFID"))
+    assert_figure(plots.step_ratios({"vq-vae": 1.0, "vq-wae": 1.15}, tmp_path / "step.png", "steps"))
+
+
+def test_repository_figures_redraw_from_kept_results(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    kept = plots.RESULTS / "gfid-mnist-10ep-cpu.json"
+    (results / kept.name).write_text(kept.read_text())
+    written = plots.main(["--out", str(tmp_path / "figures"), "--results", str(results)])
+    assert [path.name for path in written] == ["gfid-vs-samples.png"]
+    assert_figure(written[0])
+    # A results file that is not there is skipped with a line naming it, never an empty figure.
+    printed = capsys.readouterr().out
+    missing = [name for name in plots.FIGURES if name != kept.name]
+    assert missing and all(f"skipped {name}: not in {results}" in printed for name in missing)
+
+
+def test_benchmarks_run_without_matplotlib(monkeypatch, capsys, tmp_path):
+    # A bare device machine may lack matplotlib: the benchmark keeps its numbers and says why no figure.
+    import builtins
+    import sys
+
+    from benchmarks.common import draw_figures
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib") or (name == "benchmarks" and args[2] and "plots" in args[2]):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "benchmarks.plots", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert draw_figures("code_use", {"a": [1, 2]}, tmp_path / "x.png", "t") == []
+    assert "figures skipped: No module named 'matplotlib'" in capsys.readouterr().out
+    assert not (tmp_path / "x.png").exists()
