@@ -35,6 +35,16 @@ def _save(figure, path: str | Path) -> Path:
     return path
 
 
+def _labelled(axis, xlabel: str, ylabel: str, title: str):
+    """Axis labels, a light grid, the legend and the title; returns the axis's figure."""
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8)
+    axis.set_title(title, fontsize=10)
+    return axis.figure
+
+
 def _mean_band(axis, label: str, curves: list[dict[int, float]]) -> None:
     """One line per variant: the mean over seeds at every step all seeds logged, and the min-max band."""
     steps = sorted(set.intersection(*(set(curve) for curve in curves)))
@@ -80,12 +90,7 @@ def code_use(counts: dict[str, list[int]], path: str | Path, title: str) -> Path
     size = max(len(histogram) for histogram in counts.values())
     axis.axhline(1 / size, color="grey", linestyle=":", linewidth=1, label=f"uniform (1/{size})")
     axis.set_yscale("log")
-    axis.set_xlabel("code rank (most used first)")
-    axis.set_ylabel("share of latents")
-    axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=8)
-    axis.set_title(title, fontsize=10)
-    return _save(figure, path)
+    return _save(_labelled(axis, "code rank (most used first)", "share of latents", title), path)
 
 
 def gfid_vs_samples(settings: dict[str, dict[int, float]], path: str | Path, title: str) -> Path:
@@ -100,12 +105,7 @@ def gfid_vs_samples(settings: dict[str, dict[int, float]], path: str | Path, tit
     ticks = sorted({int(count) for by_count in settings.values() for count in by_count})
     axis.set_xticks(ticks, [f"{tick:,}" for tick in ticks])
     axis.minorticks_off()
-    axis.set_xlabel("samples (and reference images)")
-    axis.set_ylabel("gFID")
-    axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=8)
-    axis.set_title(title, fontsize=10)
-    return _save(figure, path)
+    return _save(_labelled(axis, "samples (and reference images)", "gFID", title), path)
 
 
 def step_ratios(ratios: dict[str, float], path: str | Path, title: str) -> Path:
