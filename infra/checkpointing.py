@@ -1,11 +1,16 @@
 """Checkpoints that survive a kill, resume that refuses a mismatched run, and final-model saving.
 
 Shared by both training stages. Every write goes to a temporary folder first and is renamed into
-place, so `resume=latest` never finds a half-written checkpoint.
+place, so `resume=latest` never finds a half-written checkpoint. The state file, written last,
+records the size and SHA-256 of every file beside it, so a checkpoint damaged after it was written
+(a full disk, a killed copy, a truncated transfer) is found before anything loads it: `resume=latest`
+says which file and what is wrong, sets the damaged checkpoint aside (never deletes it) and resumes
+from the newest intact one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -44,22 +49,98 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda path: int(path.name.split("_")[1]))
 
 
-def resolve_resume(resume: str | None, output_dir: str | Path, print_fn=print) -> Path | None:
-    """`latest` -> the newest complete checkpoint or None (start fresh, and say so); a path -> it."""
+def file_record(path: Path) -> dict:
+    """Size and SHA-256 of one file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def manifest(folder: Path) -> dict:
+    """{relative path: size and SHA-256} of every file in a checkpoint folder but its state file."""
+    return {str(path.relative_to(folder)): file_record(path)
+            for path in sorted(folder.rglob("*")) if path.is_file() and path.name != STATE_FILE}  # fmt: skip
+
+
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint, in a few words, or None if every file it recorded is there
+    with its size and checksum. Checkpoints written before the record existed are taken as they are."""
+    try:
+        state = read_state(checkpoint)
+    except (OSError, ValueError) as error:
+        return f"{STATE_FILE} is unreadable ({type(error).__name__})"
+    if not isinstance(state, dict) or "step" not in state:
+        return f"{STATE_FILE} holds no step"
+    for name, expected in state.get("files", {}).items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{name} has {size} bytes, the checkpoint recorded {expected['size']}"
+        if file_record(path)["sha256"] != expected["sha256"]:
+            return f"{name} does not match its recorded SHA-256 (same size, changed content)"
+    return None
+
+
+def set_aside(checkpoint: Path) -> Path:
+    """Move a damaged checkpoint out of the step_* sequence (kept for inspection, never deleted)."""
+    target = checkpoint.with_name(f"damaged-{checkpoint.name}")
+    index = 1
+    while target.exists():
+        target, index = checkpoint.with_name(f"damaged-{checkpoint.name}-{index}"), index + 1
+    checkpoint.rename(target)
+    return target
+
+
+@dataclass
+class ResumePoint:
+    """The checkpoint to resume from (None: start fresh) and the damaged ones newer than it."""
+
+    checkpoint: Path | None
+    damaged: list[tuple[Path, str]]
+
+
+def find_resume_point(resume: str | None, output_dir: str | Path) -> ResumePoint:
+    """`latest` -> the newest intact checkpoint (None if there is none); a path -> it, if intact."""
     if not resume:
-        return None
+        return ResumePoint(None, [])
     if resume == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
-            print_fn(f"resume=latest: no checkpoint in {checkpoint_root(output_dir)} yet, starting fresh")
-            return None
-        return checkpoints[-1]
+        damaged = []
+        for checkpoint in reversed(list_checkpoints(output_dir)):
+            problem = checkpoint_damage(checkpoint)
+            if problem is None:
+                return ResumePoint(checkpoint, damaged)
+            damaged.append((checkpoint, problem))
+        if damaged:
+            details = "; ".join(f"{path.name}: {problem}" for path, problem in damaged)
+            raise ValueError(
+                f"resume=latest: no intact checkpoint in {checkpoint_root(output_dir)} ({details}); "
+                "restore one, or start afresh in a new output_dir"
+            )
+        return ResumePoint(None, [])
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
         raise ValueError(
             f"resume={resume!r} is not a checkpoint folder (no {STATE_FILE}); use resume=latest or a step_* folder"
         )
-    return path
+    problem = checkpoint_damage(path)
+    if problem is not None:
+        raise ValueError(f"resume={resume!r}: the checkpoint is damaged ({problem}); use resume=latest or an intact step_* folder")
+    return ResumePoint(path, [])
+
+
+def resolve_resume(resume: str | None, output_dir: str | Path, print_fn=print) -> ResumePoint:
+    """`latest` -> the newest intact checkpoint or None (start fresh, and say so); a path -> it.
+    Damaged checkpoints are reported, not touched (`resume_training` sets them aside)."""
+    point = find_resume_point(resume, output_dir)
+    for path, problem in point.damaged:
+        print_fn(f"checkpoint {path} is damaged: {problem}")
+    if resume == "latest" and point.checkpoint is None:
+        print_fn(f"resume=latest: no checkpoint in {checkpoint_root(output_dir)} yet, starting fresh")
+    return point
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -112,7 +193,15 @@ class TrainingPosition:
 def resume_training(accelerator, resume: str | None, output_dir: str | Path, config: dict) -> TrainingPosition:
     """Restore weights, optimizer, scheduler and RNG from the checkpoint `resume` names (after
     checking it was written under the same config) and return its position; a fresh start is step 0."""
-    checkpoint = resolve_resume(resume, output_dir, accelerator.print)
+    point = resolve_resume(resume, output_dir, accelerator.print)
+    checkpoint = point.checkpoint
+    # Damaged checkpoints newer than the one resumed leave the step_* sequence (moved, not deleted),
+    # so neither a later save nor pruning overwrites them.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        for path, _ in point.damaged:
+            accelerator.print(f"set aside as {set_aside(path)}; resuming from {checkpoint}")
+    accelerator.wait_for_everyone()
     if checkpoint is None:
         return TrainingPosition()
     check_same_run(checkpoint, config)
@@ -135,7 +224,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (temporary / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        (temporary / STATE_FILE).write_text(json.dumps({"step": step, **state}))  # written last: marks complete
+        # Written last, it marks the checkpoint complete and records every file's size and checksum.
+        (temporary / STATE_FILE).write_text(json.dumps({"step": step, **state, "files": manifest(temporary)}))
         shutil.rmtree(final, ignore_errors=True)
         temporary.rename(final)
         for old in list_checkpoints(output_dir)[:-keep]:

@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--top-k", type=int, default=None, help="default: the pipeline's; 0 = no top-k")
     parser.add_argument("--top-p", type=float, default=None)
     args = parser.parse_args(argv)
+    # Counts are checked before anything loads or samples (the grid's width takes a square root).
+    for flag, value in (("--n", args.n), ("--per-class", args.per_class)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     pipe = VQWAEPipeline.from_pretrained(args.pipeline).to("cuda" if torch.cuda.is_available() else "cpu")
     n, labels, columns = args.n, args.class_label, max(1, int(math.sqrt(args.n)))
     if args.per_class is not None:

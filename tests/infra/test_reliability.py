@@ -104,8 +104,8 @@ def test_partial_checkpoints_are_never_picked(tmp_path, capsys):
     (root / "step_00000004" / "trainer_state.json").write_text('{"step": 4, "batches_seen": 4}')
     (root / ".tmp_step_00000006").mkdir()  # killed during save_state: never renamed
     (root / "step_00000008").mkdir()  # no state file: incomplete
-    assert resolve_resume("latest", tmp_path).name == "step_00000004"
-    assert resolve_resume("latest", tmp_path / "fresh") is None
+    assert resolve_resume("latest", tmp_path).checkpoint.name == "step_00000004"
+    assert resolve_resume("latest", tmp_path / "fresh").checkpoint is None
     assert "starting fresh" in capsys.readouterr().out
 
 

@@ -141,3 +141,25 @@ def test_fid_cli_class_conditional_with_guidance(pipeline_dir, tmp_path, capsys,
     result = json.loads(out[out.index("{\n") :])
     assert result["n"] == 10 and result["fid"] > 0
     assert seen[0]["class_labels"] == "each" and seen[0]["guidance_scale"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n", "-1"], "--n must be >= 1, got -1"),
+        (["--n", "0"], "--n must be >= 1, got 0"),
+        (["--per-class", "-2"], "--per-class must be >= 1, got -2"),
+        (["--top-p", "2"], "top_p must lie in (0, 1], got 2.0"),
+    ],
+)
+def test_sample_cli_bad_counts_are_one_line_and_write_nothing(pipeline_dir, tmp_path, args, message):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    out = tmp_path / "grid.png"
+    result = subprocess.run([sys.executable, "-m", "pipelines.sample", "--pipeline", str(pipeline_dir), "--out",
+                             str(out), *args], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {message}" and not out.exists()
