@@ -22,6 +22,15 @@ def read_metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run_script(args: list[str], processes: int = 1, timeout: int = 600, extra_env: dict | None = None):
     """Run a training script as a real (possibly multi-process, CPU/gloo) accelerate launch."""
     env = {
@@ -44,7 +53,7 @@ def run_script(args: list[str], processes: int = 1, timeout: int = 600, extra_en
             "--dynamo_backend",
             "no",
             "--main_process_port",
-            "29517",
+            str(free_port()),  # a fixed port collides with a run still closing or a parallel test
         ]
     else:
         launcher += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
