@@ -73,8 +73,9 @@ def judge(folder: Path, per_class: int) -> dict:
     """The digit classifier's verdict on the run's pipeline at its default sampling (cached in the
     run folder, so a rerun does not sample again)."""
     cached = folder / JUDGED
-    if cached.is_file() and json.loads(cached.read_text())["per_class"] == per_class:
-        return json.loads(cached.read_text())
+    saved = json.loads(cached.read_text()) if cached.is_file() else None
+    if saved is not None and saved["per_class"] == per_class:
+        return saved
     from pipelines.evaluate import evaluate_samples
     from pipelines.pipeline_vqwae import VQWAEPipeline
 
