@@ -17,6 +17,7 @@ import argparse
 import torch
 
 from benchmarks.common import device_name, mnist_batch, time_side_by_side
+from infra.step_graph import GraphedStep, adam_settings
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.model import load_tokenizer
 from tokenizer.objective import LossConfig, total_loss
@@ -31,11 +32,16 @@ def make_step(
     learning_rate: float = 2e-3,
     compile: bool = False,
     autocast: torch.dtype | None = None,
+    cuda_graph: bool = False,
+    replay: bool = True,
 ):
-    """One training step of `config` (forward, loss, backward, Adam) on `images`, as a closure;
+    """One training step of `config` (forward, loss, backward, Adam) on `images`, as a closure
+    `step(batch=None) -> loss` (a device tensor: with a graph, overwritten by the next call);
     `trained` (a state dict) starts it from a trained tokenizer's weights. compile: torch.compile
     the model's forward (the first call compiles); autocast: e.g. torch.bfloat16 for the backbone
-    (the quantizer and OT stay fp32 inside)."""
+    (the quantizer and OT stay fp32 inside); cuda_graph: the step as tokenizer/train.py runs it
+    with cuda_graph=true (static buffers, capturable fused Adam; recorded after
+    `WARMUP_STEPS` calls on a CUDA device), or with replay=False the same step run eagerly."""
     torch.manual_seed(0)
     model = VQWAE(config)
     if trained is not None:
@@ -44,17 +50,25 @@ def make_step(
     model = model.to(device).train()
     if compile:
         model.compile()
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    capturable = cuda_graph and torch.device(device).type == "cuda"
+    optimizer = torch.optim.Adam(model.parameters(), **adam_settings(learning_rate, capturable, torch.device(device)))
     weights = weights or LossConfig()
     device_type = torch.device(device).type
 
-    def step():
+    def update(batch: torch.Tensor, _step=None) -> torch.Tensor:
         with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            output = model(images)
+            output = model(batch)
         loss = total_loss(output, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         optimizer.step()
+        return loss.total.detach()
+
+    graphed = GraphedStep(update, graph=replay) if cuda_graph else None
+
+    def step(batch: torch.Tensor | None = None) -> torch.Tensor:
+        batch = images if batch is None else batch
+        return graphed(batch, 0) if graphed is not None else update(batch)
 
     return step
 

@@ -31,6 +31,7 @@ RESUMABLE_FIELDS = {
     "output_dir",
     "compile",  # compiled in place: checkpoints hold the eager model's keys either way
     "compile_mode",
+    "cuda_graph",  # a graphed step trains the same weights; the optimizer is matched on resume
     "time_limit_minutes",
 }
 

@@ -172,8 +172,9 @@ class NonFiniteGuard:
         self.first_step = torch.full((1,), -1.0, device=accelerator.device)
         self.flags: torch.Tensor | None = None  # which terms were non-finite at first_step
 
-    def step_ok(self, terms: dict[str, torch.Tensor], total: torch.Tensor, step: int) -> bool:
-        """False when this step must be skipped (skip mode); stop mode records and returns True."""
+    def step_ok(self, terms: dict[str, torch.Tensor], total: torch.Tensor, step: int | torch.Tensor) -> bool:
+        """False when this step must be skipped (skip mode); stop mode records and returns True.
+        `step` may be a 0-dim device tensor (a graphed step's number)."""
         if self.config.nonfinite_loss == "skip":
             finite = self.accelerator.reduce(torch.isfinite(total.detach()).float().reshape(1), "sum").item()
             if finite == self.accelerator.num_processes:
@@ -182,9 +183,12 @@ class NonFiniteGuard:
             return False
         self.names = list(terms)
         flags = torch.stack([~torch.isfinite(value.detach()).all() for value in terms.values()]).float()
+        if self.flags is None:
+            self.flags = torch.zeros_like(flags)
         new = (flags.sum() > 0) & (self.first_step < 0)
-        self.first_step = torch.where(new, float(step), self.first_step)
-        self.flags = flags if self.flags is None else torch.where(new, flags, self.flags)
+        # In place: a graphed step (infra/step_graph.py) replays these very kernels on this storage.
+        self.first_step.copy_(torch.where(new, step if isinstance(step, torch.Tensor) else float(step), self.first_step))
+        self.flags.copy_(torch.where(new, flags, self.flags))
         return True
 
     def verify(self) -> None:

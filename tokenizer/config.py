@@ -24,9 +24,14 @@ class TokenizerTrainConfig(RunConfig):
     # Every N steps also solve that step's OT problem exactly (POT, CPU) and log the training
     # solver's relative cost gap and code-marginal error (ot_check/*). 0 = never.
     ot_check_every: int = 0
+    # Record the warm training step once and replay it as one CUDA graph (infra/step_graph.py):
+    # one launch a step instead of hundreds. One CUDA device; elsewhere the step runs eagerly.
+    cuda_graph: bool = False
 
     def __post_init__(self):
         super().__post_init__()
+        if self.cuda_graph:
+            self._check_graphable()
         if self.ot_check_every < 0:
             raise ValueError(f"ot_check_every must be >= 0 (0 = never), got {self.ot_check_every}")
         if self.ot_check_every and self.model.quantizer != "wasserstein":
@@ -36,3 +41,18 @@ class TokenizerTrainConfig(RunConfig):
             )
         if self.model.image_size != self.data.image_size:
             self.model = dataclasses.replace(self.model, image_size=self.data.image_size)
+
+    def _check_graphable(self) -> None:
+        """cuda_graph=true needs a step of fixed shapes and no host read: refuse what breaks that."""
+        conflicts = {
+            "compile=true": self.compile,  # its own graphs (compile_mode=reduce-overhead) or none
+            f"gradient_accumulation_steps={self.gradient_accumulation_steps}": self.gradient_accumulation_steps > 1,
+            "nonfinite_loss=skip (it reads every loss on the host)": self.nonfinite_loss == "skip",
+            f"mixed_precision={self.mixed_precision}": self.mixed_precision != "no",
+            "model.transport.solver=exact (POT runs on the host)": self.model.quantizer == "wasserstein"
+            and self.model.transport.solver == "exact",
+            "model.quantizer=vq_ema (its codebook update reads the host)": self.model.quantizer == "vq_ema",
+        }
+        for setting, conflicts_with_graph in conflicts.items():
+            if conflicts_with_graph:
+                raise ValueError(f"cuda_graph=true cannot record a step with {setting}; drop one of the two")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run by path (accelerate launch tokenizer/train.py): make the repo importable
@@ -26,6 +26,7 @@ from infra.cards import tokenizer_card
 from infra.checkpointing import push_folder, resume_training, save_checkpoint, save_final
 from infra.config import parse_config, run_cli, to_dict
 from infra.data import load_images, to_unit_range
+from infra.step_graph import GraphedStep, adam_settings, graph_applies, match_optimizer
 from infra.training import (
     NonFiniteGuard,
     backward_and_step,
@@ -39,9 +40,18 @@ from infra.training import (
 )
 from tokenizer.config import TokenizerTrainConfig
 from tokenizer.evaluate import evaluate_reconstruction
-from tokenizer.model import VQWAE
-from tokenizer.objective import total_loss
+from tokenizer.model import VQWAE, VQWAEOutput
+from tokenizer.objective import LossTerms, total_loss
 from tokenizer.transport_check import check_against_exact
+
+
+@dataclass
+class StepOutput:
+    """What one training step leaves for logging: the model's output and the weighted loss terms
+    (None when nonfinite_loss=skip skipped the step)."""
+
+    output: VQWAEOutput
+    loss: LossTerms | None
 
 
 def main(argv=None) -> dict:
@@ -61,9 +71,14 @@ def main(argv=None) -> dict:
     )  # fmt: skip
     validation_loader = torch.utils.data.DataLoader(splits["validation"], batch_size=256)
 
-    # 3. Model, optimizer, schedule.
+    # 3. Model, optimizer, schedule. A graphed step (cuda_graph: true) keeps Adam's lr and step
+    #    counts on the device, where every replay reads them.
+    graph = graph_applies(config.cuda_graph, accelerator)
     model = VQWAE(config.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), weight_decay=config.weight_decay,
+        **adam_settings(config.learning_rate, capturable=graph, device=accelerator.device),
+    )  # fmt: skip
     scheduler = get_scheduler(config.scheduler_name, optimizer, config.warmup_steps, config.max_steps)
     model = compile_model(model, config)  # compile: true
     model, optimizer, train_loader, validation_loader = accelerator.prepare(
@@ -73,6 +88,7 @@ def main(argv=None) -> dict:
 
     # 4. Resume: weights, optimizer, scheduler, RNG and the position in the data.
     position = resume_training(accelerator, config.resume, output_dir, to_dict(config))
+    match_optimizer(optimizer, scheduler, capturable=graph)  # whichever mode the checkpoint was saved in
     step, batches_seen = position.step, position.batches_seen
     accelerator.init_trackers("tokenizer", config={k: v for k, v in to_dict(config).items() if not isinstance(v, dict)})
 
@@ -93,23 +109,31 @@ def main(argv=None) -> dict:
     # 5. Training loop, step-based. No host sync on a plain step: the loss guard, logging and
     #    checks read device values only on the steps that log, validate or checkpoint.
     guard = NonFiniteGuard(accelerator, config)
+
+    def update(pixel_values: torch.Tensor, step: int | torch.Tensor) -> StepOutput:
+        # 5a. Forward: reconstruction + quantizer terms (OT in fp32 over the global batch).
+        output = model(to_unit_range(pixel_values))
+        loss = total_loss(output, config.loss)
+        # 5b. A non-finite loss skips the step (nonfinite_loss=skip) or stops the run at the next
+        #     log/checkpoint step (stop), before anything non-finite is saved.
+        if not guard.step_ok(loss.terms, loss.total, step):
+            optimizer.zero_grad(set_to_none=True)
+            return StepOutput(output, None)
+        # 5c. Backward and update.
+        backward_and_step(accelerator, model, optimizer, loss.total, config)
+        return StepOutput(output, loss)
+
+    # cuda_graph: the same update on static buffers, recorded once warm and replayed every step.
+    train_step = GraphedStep(update, graph) if config.cuda_graph else update
     started = time.monotonic()  # for time_limit_minutes
     model.train()
     progress = tqdm(total=config.max_steps, initial=step, desc="tokenizer", disable=not accelerator.is_main_process)
     for batch in batches_from(accelerator, train_loader, batches_seen):
         batches_seen += 1
         with accelerator.accumulate(model):
-            # 5a. Forward: reconstruction + quantizer terms (OT in fp32 over the global batch).
-            output = model(to_unit_range(batch["pixel_values"]))
-            loss = total_loss(output, config.loss)
-            # 5b. A non-finite loss skips the step (nonfinite_loss=skip) or stops the run at the next
-            #     log/checkpoint step (stop), before anything non-finite is saved.
-            if not guard.step_ok(loss.terms, loss.total, step + 1):
-                optimizer.zero_grad(set_to_none=True)
-                continue
-            # 5c. Backward and update.
-            backward_and_step(accelerator, model, optimizer, loss.total, config)
-        if not accelerator.sync_gradients:
+            result = train_step(batch["pixel_values"], step + 1)
+        output, loss = result.output, result.loss
+        if loss is None or not accelerator.sync_gradients:
             continue
         scheduler.step()
         step += 1

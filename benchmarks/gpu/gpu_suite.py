@@ -5,9 +5,11 @@
 
 Writes OUT/gpu_suite.json and OUT/gpu_suite.md:
 1. host syncs: warm VQ-WAE and VQ-VAE training steps under torch.cuda.set_sync_debug_mode("error");
-2. step time side by side, VQ-VAE vs VQ-WAE (the models of configs/tokenizer/mnist-vqvae.yaml
-   and mnist.yaml, batch 32): eager, torch.compile, and bf16 autocast for the backbone;
-3. one resumable chunk of the paper's MNIST budget, 100 epochs = 156,250 steps of batch 32:
+2. the CUDA-graph step (cuda_graph=true) replayed against the same step run eagerly, 20 steps on
+   20 different batches, for both models: losses within 1e-4, before anything is timed;
+3. step time side by side, VQ-VAE vs VQ-WAE (the models of configs/tokenizer/mnist-vqvae.yaml
+   and mnist.yaml, batch 32): eager, the CUDA graph, torch.compile, and bf16 autocast for the backbone;
+4. one resumable chunk of the paper's MNIST budget, 100 epochs = 156,250 steps of batch 32:
    tokenizer/train.py with time_limit_minutes, resumed from --run-from. The latest checkpoint
    (and the final model once finished, scored on the test split) comes back packed as
    OUT/run-100ep.tar, since files from the device come back at most two folders deep. Here:
@@ -39,6 +41,7 @@ from benchmarks.common import device_name, mnist_batch, time_side_by_side
 from benchmarks.train_step import make_step
 from infra.checkpointing import latest_step, list_checkpoints
 from infra.config import load_config
+from infra.step_graph import WARMUP_STEPS
 from tokenizer.config import TokenizerTrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,8 +60,8 @@ def model_configs(dry_run: bool) -> dict:
     }
 
 
-def batch_for(config, device: str) -> torch.Tensor:
-    images = mnist_batch(32)
+def batch_for(config, device: str, offset: int = 0) -> torch.Tensor:
+    images = mnist_batch(32, offset)
     if images.shape[-1] != config.image_size:
         images = torch.nn.functional.interpolate(images, size=config.image_size, mode="bilinear", antialias=True)
     return images.to(device)
@@ -86,14 +89,45 @@ def host_sync_check(configs: dict, device: str) -> dict:
     return results
 
 
+GRAPH_STEPS, GRAPH_TOLERANCE = 20, 1e-4
+
+
+def graph_check(configs: dict, device: str, steps: int = GRAPH_STEPS) -> dict:
+    """Per model: the recorded step replayed against the same step (same weights, capturable
+    fused Adam) run eagerly, on `steps` different batches: the largest loss difference, whether it
+    is within GRAPH_TOLERANCE, and the largest difference to the default eager step (foreach Adam,
+    for information: a different optimizer kernel, so not the test)."""
+    results = {}
+    for name, config in configs.items():
+        batches = [batch_for(config, device, offset=32 * index) for index in range(steps)]
+        runs = {
+            "replayed": dict(cuda_graph=True),
+            "recorded step run eagerly": dict(cuda_graph=True, replay=False),
+            "default eager": {},
+        }
+        losses = {}
+        for label, options in runs.items():  # one after another: each seeds, then draws its codebook
+            step = make_step(config, batches[0], device, **options)
+            losses[label] = torch.stack([step(batch).clone() for batch in batches]).tolist()
+        replayed = losses["replayed"]
+        difference = max(abs(x - y) for x, y in zip(replayed, losses["recorded step run eagerly"]))
+        results[name] = {
+            "steps": steps, "max_loss_difference": difference, "ok": difference <= GRAPH_TOLERANCE,
+            "max_difference_to_default_eager": max(abs(x - y) for x, y in zip(replayed, losses["default eager"])),
+            "graph": device == "cuda",  # the CPU rehearsal runs the recorded step eagerly
+        }  # fmt: skip
+    return results
+
+
 NO_LAYOUT = "compiled, layout_optimization off"
-MODES = ("eager", "compiled", NO_LAYOUT, "bf16")
+MODES = ("eager", "graph", "compiled", NO_LAYOUT, "bf16")
 
 
 def step_times(configs: dict, device: str, rounds: int) -> dict:
     """Median ms per training step of every model x mode, measured in interleaved rounds."""
     modes = {mode: {"compile": True} if mode.startswith("compiled") else {} for mode in MODES}
     modes["bf16"] = {"autocast": torch.bfloat16}
+    modes["graph"] = {"cuda_graph": True}
     steps = {
         f"{name}, {mode}": make_step(config, batch_for(config, device), device, **options)
         for name, config in configs.items()
@@ -107,7 +141,8 @@ def step_times(configs: dict, device: str, rounds: int) -> dict:
         context = torch._inductor.config.patch(layout_optimization=False) if no_layout else contextlib.nullcontext()
         try:  # a mode that fails here (a compiler error, say) is reported, the others still timed
             with context:
-                step()  # the first call compiles
+                for _ in range(WARMUP_STEPS + 1 if label.endswith("graph") else 1):
+                    step()  # the first call compiles; a graph records after its warm-up calls
         except Exception as error:  # noqa: BLE001
             first_line = (str(error).splitlines() or [""])[0]
             failed[label] = f"failed: {type(error).__name__}: {first_line[:300]}"
@@ -154,17 +189,24 @@ def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, t
     return summary
 
 
-def chunk_mode(step_ms) -> list[str]:
-    """compile=true for the long run when the compiled VQ-WAE step measured >= 10% faster."""
+def chunk_mode(step_ms, graph_checked=None) -> list[str]:
+    """The long run's step: cuda_graph=true when the replayed VQ-WAE step matched eager (graph
+    check) and measured >= 10% faster; else compile=true when the compiled step did."""
     step_ms = step_ms if isinstance(step_ms, dict) else {}  # the section's error dict has no times
-    eager, compiled = step_ms.get("VQ-WAE, eager"), step_ms.get("VQ-WAE, compiled")  # a string when failed
-    faster = isinstance(eager, float) and isinstance(compiled, float) and compiled < 0.9 * eager
-    return ["compile=true"] if faster else []
+    graph_ok = isinstance(graph_checked, dict) and graph_checked.get("VQ-WAE", {}).get("ok") is True
+    eager = step_ms.get("VQ-WAE, eager")
+    for mode, setting, allowed in (("graph", "cuda_graph=true", graph_ok), ("compiled", "compile=true", True)):
+        candidate = step_ms.get(f"VQ-WAE, {mode}")  # a string when it failed
+        if allowed and isinstance(eager, float) and isinstance(candidate, float) and candidate < 0.9 * eager:
+            return [setting]
+    return []
 
 
 def markdown(results: dict) -> str:
     lines = [f"# gpu_suite on {results['device']} (torch {results['torch']})", "", "## Host syncs in a warm step", ""]
     lines += [f"- {name}: {value}" for name, value in results.get("host_syncs", {}).items()]
+    lines += ["", f"## CUDA graph replay against eager ({GRAPH_STEPS} steps, tolerance {GRAPH_TOLERANCE})", ""]
+    lines += [f"- {name}: {value}" for name, value in results.get("graph_check", {}).items()]
     times = results.get("step_ms", {})
     if "error" in times:
         lines += ["", "## Training step: failed", "", "```", times["error"], "```"]
@@ -192,7 +234,7 @@ def main() -> None:
     parser.add_argument("--deadline-minutes", type=float, default=8.3,
                         help="the whole suite's time: the chunk gets what the sections before it left")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["syncs", "timing", "run"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["syncs", "graph", "timing", "run"])
     parser.add_argument("--dry-run", action="store_true", help="tiny config, few rounds: a rehearsal on the CPU")
     parser.add_argument("--train-arg", action="append", default=[], help="extra key=value for the 100-epoch run")
     args = parser.parse_args()
@@ -217,6 +259,8 @@ def main() -> None:
 
     if "syncs" not in args.skip:
         section("host_syncs", lambda: host_sync_check(configs, device))
+    if "graph" not in args.skip:
+        section("graph_check", lambda: graph_check(configs, device, 3 if args.dry_run else GRAPH_STEPS))
     if "timing" not in args.skip:
         section("step_ms", lambda: step_times(configs, device, rounds))
     if "run" not in args.skip:
@@ -224,7 +268,8 @@ def main() -> None:
         minutes = 1e-9 if args.dry_run else max(0.5, min(args.chunk_minutes, left))  # dry run: first log step
         train_args = list(args.train_arg)
         if not args.dry_run:
-            train_args = ["data.num_workers=4", *chunk_mode(results.get("step_ms")), *train_args]
+            mode = chunk_mode(results.get("step_ms"), results.get("graph_check"))
+            train_args = ["data.num_workers=4", *mode, *train_args]
         section("run_100ep", lambda: run_chunk(out, args.run_from, minutes, args.dry_run, train_args))
     print(markdown(results))
 

@@ -157,9 +157,12 @@ def test_gpu_suite_dry_run_advances_the_run_across_calls(tmp_path):
     assert set(first["step_ms"]) == {
         f"{m}, {mode}"
         for m in ("VQ-VAE", "VQ-WAE")
-        for mode in ("eager", "compiled", "compiled, layout_optimization off", "bf16")
+        for mode in ("eager", "graph", "compiled", "compiled, layout_optimization off", "bf16")
     }
     assert all(isinstance(value, float) and value > 0 for value in first["step_ms"].values())  # none failed
+    # The recorded step (eager on the CPU) against itself run eagerly: the same arithmetic.
+    for check in first["graph_check"].values():
+        assert check["ok"] and check["max_loss_difference"] <= 1e-6 and check["steps"] == 3 and not check["graph"]
     assert first["run_100ep"]["step"] == 1 and not first["run_100ep"]["finished"]
     assert "VQ-WAE / VQ-VAE, compiled" in (tmp_path / "call1" / "gpu_suite.md").read_text()
     assert sorted(path.name for path in (tmp_path / "call1").iterdir()) == [
@@ -170,5 +173,5 @@ def test_gpu_suite_dry_run_advances_the_run_across_calls(tmp_path):
     carried = tmp_path / "gpu-run"
     with tarfile.open(tmp_path / "call1" / "run-100ep.tar") as tar:
         tar.extractall(carried, filter="data")
-    second = suite(tmp_path / "call2", "--skip", "syncs", "timing", "--run-from", str(carried))
+    second = suite(tmp_path / "call2", "--skip", "syncs", "graph", "timing", "--run-from", str(carried))
     assert (second["run_100ep"]["start_step"], second["run_100ep"]["step"]) == (1, 2)

@@ -1,0 +1,198 @@
+"""cuda_graph=true, checked on the CPU: the step it records equals the plain step, keeps every
+piece of state in place and reads nothing on the host once warm, and its checkpoints resume
+either way. On the CPU the step runs eagerly; the tests switch on what a GPU run switches on
+(Adam with capturable=True and a device learning rate, filled by the scheduler) by letting
+capturable Adam run on the CPU. benchmarks/gpu/gpu_suite.py checks graph replay against eager on
+a GPU."""
+
+import copy
+import importlib
+import inspect
+from collections import Counter
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from infra import step_graph
+from infra.step_graph import WARMUP_STEPS, GraphedStep, match_optimizer
+from tests.helpers import read_metrics
+from tests.tokenizer.test_gpu_path import count_host_reads
+from tokenizer import train as train_module
+from tokenizer.config import TokenizerTrainConfig
+
+ADAM = importlib.import_module("torch.optim.adam")  # the module (torch.optim.adam is the function)
+# warmup_steps: the scheduler changes the learning rate during the run (a float lr baked into a
+# recorded step would not follow it); constant after, so a run stopped at step 3 resumes exactly.
+SCHEDULE = ["lr_scheduler=constant", "warmup_steps=4"]
+
+
+@pytest.fixture
+def graph_mode():
+    """Train as on a GPU with cuda_graph=true: capturable fused Adam with a device lr (allowed on
+    the CPU here), the step on static buffers (eager: the CPU has no graphs). `.undo()` leaves it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(step_graph, "graph_applies", lambda requested, accelerator: requested)
+        patch.setattr(train_module, "graph_applies", lambda requested, accelerator: requested)
+        supported = ADAM._get_capturable_supported_devices
+        patch.setattr(ADAM, "_get_capturable_supported_devices", lambda *a, **k: [*supported(*a, **k), "cpu"])
+        yield patch
+
+
+def losses(folder) -> list[float]:
+    return [row["train/loss"] for row in read_metrics(folder) if "train/loss" in row]
+
+
+@pytest.mark.parametrize("quantizer", ["wasserstein", "vq"])
+def test_graphed_step_equals_the_plain_step(quantizer, train, graph_mode, tmp_path):
+    """Same seed, 6 steps: the same losses to 1e-6 and the same final weights."""
+    plain, graphed = tmp_path / "plain", tmp_path / "graphed"
+    common = [f"model.quantizer={quantizer}", "max_steps=6", *SCHEDULE]
+    train(f"output_dir={plain}", *common)
+    train(f"output_dir={graphed}", "cuda_graph=true", *common)
+    assert len(losses(plain)) == 6
+    assert losses(graphed) == pytest.approx(losses(plain), abs=1e-6)
+    a, b = (load_file(folder / "final" / "model.safetensors") for folder in (plain, graphed))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5)
+
+
+def test_a_graphed_runs_checkpoint_resumes_where_capturable_adam_cannot_run(train, graph_mode, tmp_path):
+    """Three graphed steps (a GPU run's checkpoint: capturable fused Adam, a tensor lr), then
+    resume=latest eagerly where capturable Adam is not supported (the CPU, as it is): the losses
+    of a straight eager run."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(f"output_dir={straight}", "max_steps=6", *SCHEDULE)
+    train(f"output_dir={split}", "cuda_graph=true", "max_steps=3", *SCHEDULE)
+    graph_mode.undo()
+    train(f"output_dir={split}", "cuda_graph=false", "max_steps=6", "resume=latest", *SCHEDULE)
+    assert losses(split) == pytest.approx(losses(straight), abs=1e-6)
+
+
+def test_warm_graphed_step_keeps_state_in_place_and_reads_nothing(train, graph_mode, tmp_path, monkeypatch):
+    """Resumed from an eager run's checkpoint (its optimizer matched to the graphed mode), then
+    after warm-up every tensor a replay reads or writes (weights, buffers, Adam's moments and
+    step counts, the learning rate, the non-finite guard's record, the static batch) keeps its
+    storage while its values move, and the step reads nothing on the host: a recorded step would
+    otherwise go on reading stale copies, or wait for the host."""
+    seen = {}
+
+    class Recording(GraphedStep):
+        def __call__(self, batch, step):
+            if self.calls < WARMUP_STEPS:
+                return super().__call__(batch, step)
+            names = inspect.getclosurevars(self.step_fn).nonlocals
+            if not seen:
+                seen["before"] = state_of(self, names["model"], names["optimizer"], names["guard"])
+                seen["capturable"] = names["optimizer"].param_groups[0]["capturable"]
+            with monkeypatch.context() as patch:
+                counts = count_host_reads(patch)
+                outputs = super().__call__(batch, step)
+            seen.setdefault("reads", Counter()).update(counts)
+            seen["after"] = state_of(self, names["model"], names["optimizer"], names["guard"])
+            return outputs
+
+    monkeypatch.setattr(train_module, "GraphedStep", Recording)
+    schedule = ["lr_scheduler=constant", "warmup_steps=20"]  # the lr still moves in the recorded steps
+    train(f"output_dir={tmp_path}", "max_steps=3", *schedule)
+    train(f"output_dir={tmp_path}", "cuda_graph=true", "max_steps=9", "resume=latest", *schedule)
+    assert seen["reads"] == Counter(), f"host reads in a warm graphed step: {dict(seen['reads'])}"
+    before, after = seen["before"], seen["after"]
+    assert before.keys() == after.keys() and len(before) > 20
+    assert {name: pointer for name, (pointer, _) in after.items()} == {
+        name: pointer for name, (pointer, _) in before.items()
+    }, "state tensors replaced instead of updated in place"
+    assert seen["capturable"] is True
+    moved = [name for name in before if not torch.equal(before[name][1], after[name][1])]
+    assert "lr" in moved and "optimizer.step.0" in moved and "model.encoder" in " ".join(moved)
+
+
+def state_of(graphed: GraphedStep, model, optimizer, guard) -> dict[str, tuple[int, torch.Tensor]]:
+    """(storage pointer, value copy) of every tensor a recorded step touches."""
+    tensors = {f"model.{name}": value for name, value in [*model.named_parameters(), *model.named_buffers()]}
+    for index, state in enumerate(optimizer.state.values()):
+        tensors.update({f"optimizer.{key}.{index}": value for key, value in state.items()})
+    tensors.update(lr=optimizer.param_groups[0]["lr"], inputs=graphed.inputs, step=graphed.step)
+    tensors.update(guard_first_step=guard.first_step, guard_flags=guard.flags)
+    return {name: (value.data_ptr(), value.detach().clone()) for name, value in tensors.items()}
+
+
+def test_match_optimizer_turns_a_graphed_runs_state_into_an_eager_one():
+    """A graphed run saves capturable=True, a tensor lr and device step counts; loaded into eager
+    Adam and matched, the next update equals the one from an eager run's state."""
+    torch.manual_seed(0)
+    weights = torch.nn.Parameter(torch.randn(4, 3))
+
+    def run_steps(optimizer, count):
+        for _ in range(count):
+            optimizer.zero_grad()
+            weights.pow(2).sum().backward()
+            optimizer.step()
+
+    eager = torch.optim.Adam([weights], lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(eager, lambda step: 1.0)
+    run_steps(eager, 2)
+    saved = copy.deepcopy(eager.state_dict())
+    saved["param_groups"][0].update(lr=torch.tensor(1e-2), initial_lr=torch.tensor(1e-2), capturable=True, fused=True)
+    start = weights.detach().clone()
+    run_steps(eager, 1)
+    expected = weights.detach().clone()
+
+    weights.data.copy_(start)
+    loaded = torch.optim.Adam([weights], lr=1e-2)
+    loaded.load_state_dict(saved)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(loaded, lambda step: 1.0)
+    scheduler.base_lrs = [torch.tensor(1e-2)]
+    match_optimizer(loaded, scheduler, capturable=False)
+    group = loaded.param_groups[0]
+    assert group["capturable"] is False and group["fused"] is None and isinstance(group["lr"], float)
+    assert scheduler.base_lrs == [pytest.approx(1e-2)] and isinstance(scheduler.base_lrs[0], float)
+    run_steps(loaded, 1)
+    torch.testing.assert_close(weights.detach(), expected)
+
+    match_optimizer(loaded, scheduler, capturable=True)
+    assert group["capturable"] is True and group["fused"] is True and isinstance(group["lr"], torch.Tensor)
+    assert loaded.state[weights]["step"].device == weights.device
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("compile=true", "compile=true"),
+        ("gradient_accumulation_steps=2", "gradient_accumulation_steps=2"),
+        ("nonfinite_loss=skip", "nonfinite_loss=skip"),
+        ("mixed_precision=bf16", "mixed_precision=bf16"),
+        ("model.transport.solver=exact", "solver=exact"),
+        ("model.quantizer=vq_ema", "quantizer=vq_ema"),
+    ],
+)
+def test_settings_a_graph_cannot_record_are_refused(override, named):
+    from infra.config import load_config
+    from tests.helpers import ROOT
+
+    with pytest.raises(ValueError, match=f"cuda_graph=true cannot record a step with .*{named}"):
+        load_config(TokenizerTrainConfig, ROOT / "configs/tokenizer/tiny.yaml", ["cuda_graph=true", override])
+
+
+def test_on_the_cpu_it_says_so_and_runs_eagerly(train, tmp_path, capsys):
+    train(f"output_dir={tmp_path}", "cuda_graph=true", "max_steps=2")
+    assert "cuda_graph=true needs a CUDA device (this run is on cpu)" in capsys.readouterr().out
+    assert len(losses(tmp_path)) == 2
+
+
+def test_a_batch_of_another_shape_is_refused():
+    step = GraphedStep(lambda inputs, number: inputs.sum(), graph=True)
+    step(torch.ones(4, 1, 8, 8), 1)
+    with pytest.raises(ValueError, match=r"batches of one shape.*\(4, 1, 8, 8\).*\(3, 1, 8, 8\).*drop_last=True"):
+        step(torch.ones(3, 1, 8, 8), 2)
+
+
+def test_the_long_run_uses_the_graph_only_when_it_matched_eager_and_is_faster():
+    from benchmarks.gpu.gpu_suite import chunk_mode
+
+    times = {"VQ-WAE, eager": 16.5, "VQ-WAE, graph": 4.0, "VQ-WAE, compiled": 12.0}
+    assert chunk_mode(times, {"VQ-WAE": {"ok": True}}) == ["cuda_graph=true"]
+    assert chunk_mode(times, {"VQ-WAE": {"ok": False}}) == ["compile=true"]  # replay disagreed with eager
+    assert chunk_mode(times, {"error": "Traceback"}) == ["compile=true"]
+    assert chunk_mode({**times, "VQ-WAE, graph": 15.5}, {"VQ-WAE": {"ok": True}}) == ["compile=true"]  # < 10% faster
+    assert chunk_mode({**times, "VQ-WAE, compiled": "failed: AssertionError"}, {"VQ-WAE": {"ok": False}}) == []
