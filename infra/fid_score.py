@@ -15,12 +15,15 @@ import importlib.util
 import os
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from .files import warn_rebuilding
 
 FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 EXTRACTOR = "inception-v3-compat"
@@ -190,8 +193,15 @@ def reference_statistics(reference: str, image_size: int, channels: int, referen
     tag = f"{reference}-{image_size}px-{len(images)}-{weights.stem}"
     stats_file = cache_dir() / "fid-stats" / (re.sub(r"[^A-Za-z0-9]+", "-", tag) + ".npz")
     if cache and stats_file.is_file():
-        with np.load(stats_file) as stored:
-            return {"mu": stored["mu"], "sigma": stored["sigma"]}, len(images)
+        try:
+            with np.load(stats_file) as stored:
+                statistics = {"mu": stored["mu"], "sigma": stored["sigma"]}
+            dimension = statistics["mu"].shape
+            if len(dimension) != 1 or statistics["sigma"].shape != dimension * 2:
+                raise ValueError(f"mu {dimension} and sigma {statistics['sigma'].shape} do not fit together")
+            return statistics, len(images)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            warn_rebuilding(stats_file, error, "FID statistics cache")
     features = inception_features(images, extractor, batch_size, desc=f"Inception features of {reference}")
     statistics = fid_statistics(features)
     if cache:

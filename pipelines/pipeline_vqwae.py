@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from infra.checkpointing import push_folder
 from infra.fid_score import FIDResult, compute_fid
+from infra.files import check_saved_model, read_json
 from prior.codes import is_identity_of, tokenizer_identity
 from prior.export import PIPELINE_CONFIG, save_pipeline_folder
 from prior.model import check_matches_tokenizer, vocabulary_of
@@ -66,7 +66,11 @@ class VQWAEPipeline:
                 f"{folder} is not a complete pipeline folder: missing {missing}. prior/train.py writes one to "
                 "<output_dir>/pipeline; VQWAEPipeline(tokenizer=..., prior=...).save_pretrained(dir) makes one"
             )
-        config = json.loads((folder / PIPELINE_CONFIG).read_text())
+        # Each file is checked before its loader meets it: a damaged one is one line naming it.
+        fix = "export the pipeline again (prior/train.py writes <output_dir>/pipeline) or copy it again"
+        config = read_json(folder / PIPELINE_CONFIG, fix)
+        for part in ("tokenizer", "prior"):
+            check_saved_model(folder / part, part, fix)
         tokenizer = VQWAE.from_pretrained(folder / "tokenizer")
         prior = AutoModelForCausalLM.from_pretrained(folder / "prior")
         expected = config.get("tokenizer_id")

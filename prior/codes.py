@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from infra.data import to_unit_range
+from infra.files import warn_rebuilding
 from tokenizer.legacy import config_and_weights_digest, legacy_identity
 from tokenizer.model import VQWAE
 
@@ -53,23 +54,40 @@ def encode_split(tokenizer: VQWAE, split, batch_size: int = 256, accelerator=Non
     return {"codes": torch.cat(codes), "labels": torch.cat(labels)}
 
 
+def _read_cache(path: Path) -> tuple[dict, dict] | None:
+    """(metadata, tensors) of a code cache; None when there is none, or when it is damaged
+    (truncated, empty, not safetensors, lacking codes or labels): then it is encoded again."""
+    if not path.is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+        tensors = load_file(str(path))
+        if set(tensors) != {"codes", "labels"} or len(tensors["codes"]) != len(tensors["labels"]):
+            raise ValueError(f"holds {sorted(tensors)} instead of codes and labels of one length")
+    except (SafetensorError, OSError, ValueError) as error:
+        warn_rebuilding(path, error, "code cache")
+        return None
+    return meta, tensors
+
+
 def load_or_encode(cache_dir: str | Path, split_name: str, tokenizer: VQWAE, split, batch_size: int = 256,
                    accelerator=None) -> dict:  # fmt: skip
     """Codes of `split` from `<cache_dir>/<split_name>.safetensors`, encoding and writing it first if
     absent. A cache written for another tokenizer or split is refused, never reused."""
     path = Path(cache_dir) / f"{split_name}.safetensors"
     identity = tokenizer_identity(tokenizer)
-    if path.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as handle:
-            meta = handle.metadata() or {}
+    cached = _read_cache(path)
+    if cached is not None:
+        meta, codes = cached
         if not is_identity_of(tokenizer, meta.get("tokenizer", "")) or meta.get("split") != split_name:
             raise ValueError(
                 f"code cache {path} was made by another tokenizer ({meta.get('tokenizer', '?')[:12]}, split "
                 f"{meta.get('split')!r}); this tokenizer is {identity[:12]}. Delete {path.parent} or use a new output_dir"
             )
-        return load_file(str(path))
+        return codes
     encoded = encode_split(tokenizer, split, batch_size, accelerator, desc=f"encode {split_name}")
     if accelerator is None or accelerator.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from infra.config import check_choice, check_positive, from_dict
+from infra.files import check_saved_model
 
 from . import legacy
 from .baseline_quantizers import FiniteScalarQuantizer, FSQConfig, LibraryVectorQuantizer, VQEMAConfig
@@ -195,6 +196,7 @@ def load_tokenizer(name_or_path: str) -> VQWAE:
             raise FileNotFoundError(
                 f"tokenizer folder {name_or_path} has no config.json: is it a saved tokenizer (<output_dir>/final)?"
             )
+        check_saved_model(path, "tokenizer", "train it again (tokenizer/train.py writes <output_dir>/final) or copy it again")
         return VQWAE.from_pretrained(path)
     if path.exists() or name_or_path.count("/") != 1 or name_or_path.startswith(("/", ".")):
         raise FileNotFoundError(f"tokenizer {name_or_path!r}: no such folder, and not a Hub repo id (USER/NAME)")
