@@ -7,7 +7,9 @@ them. Unknown keys and values of the wrong type raise `ValueError` naming what i
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -33,8 +35,13 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+def _load_yaml(text: str, where: str) -> Any:
+    """The YAML value of `text`; unreadable YAML is one line naming `where` it came from."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        problem = " ".join(str(error).split())[:160]
+        raise ValueError(f"{where} is not valid YAML ({problem})") from None
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -46,7 +53,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ValueError(
                 f"malformed override {item!r}: write key=value, e.g. learning_rate=0.001 or model.codebook_size=256"
             )
-        value = _load_yaml(raw) if raw.strip() else ""
+        value = _load_yaml(raw, f"the value of override {item!r}") if raw.strip() else ""
         node = nested
         *parents, leaf = key.split(".")
         for part in parents:
@@ -156,7 +163,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"config file {str(path)!r} does not exist; see configs/ for the shipped ones")
-        values = _load_yaml(path.read_text()) or {}
+        values = _load_yaml(path.read_text(), f"config file {str(path)!r}") or {}
         if not isinstance(values, dict):
             raise ValueError(f"config file {str(path)!r} must hold a mapping of keys to values")
     values = merge(values, parse_overrides(overrides or []))
@@ -170,17 +177,42 @@ def check_choice(name: str, value: Any, choices: tuple) -> None:
 
 
 def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
-    """Raise a `ValueError` when a number that must be positive is not."""
+    """Raise a `ValueError` when a number that must be positive (and finite) is not."""
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
-def parse_config(config_class: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
-    """`--config FILE key=value ...` -> a config dataclass; errors exit with the message (argparse)."""
-    import argparse
+class CommandLine(argparse.ArgumentParser):
+    """The argument parser of every command: a bad argument is one line (`error: ...`, exit 2)
+    instead of argparse's usage block; --help still prints the usage."""
 
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    def __init__(self, description: str | None = None, **kwargs):
+        super().__init__(description=description, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (--help for usage)\n")
+
+
+def check_arguments(args: argparse.Namespace, at_least: dict[str, int], at_most: dict[str, int] | None = None) -> None:
+    """One line for a command's count or size argument out of range, before anything loads or
+    runs: `at_least` / `at_most` map argparse destinations (e.g. `reference_n`) to their bounds;
+    None (an option left out) passes."""
+    for name, bound in at_least.items():
+        value = getattr(args, name)
+        if value is not None and value < bound:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {bound}, got {value}")
+    for name, bound in (at_most or {}).items():
+        value = getattr(args, name)
+        if value is not None and value > bound:
+            raise ValueError(f"--{name.replace('_', '-')} must be <= {bound}, got {value}")
+
+
+def parse_config(config_class: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
+    """`--config FILE key=value ...` -> a config dataclass; errors exit with the message in one line."""
+    parser = CommandLine(description)
     parser.add_argument("--config", help="YAML file in configs/")
     parser.add_argument(
         "overrides", nargs="*", help="key=value overrides, dotted for nesting (model.codebook_size=256)"

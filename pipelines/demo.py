@@ -12,7 +12,6 @@ otherwise and needs no network: no analytics, no share link, system fonts only.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 
@@ -20,13 +19,19 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from infra.config import run_cli
+from infra.config import CommandLine, check_arguments, run_cli
 from infra.data import channels_of
 from tokenizer.metrics import code_histogram, psnr
 
 from .pipeline_vqwae import VQWAEPipeline
 
 UNCONDITIONAL = "unconditional"
+# What one request may ask for: the page's own limits, enforced on the server too (an API client
+# can send anything), so a request's time and memory stay bounded.
+MAX_IMAGES = 64  # the "images" slider's maximum
+MAX_UPLOAD_MB = 10  # an upload's file size (also Gradio's max_file_size)
+MAX_UPLOAD_PIXELS = 4096 * 4096  # an upload's width x height, checked before it is decoded
+MAX_QUEUE = 64  # requests waiting; they run one at a time, in order of arrival; more are refused
 
 
 def code_map(codes: torch.Tensor, codebook_size: int, cell: int = 24) -> Image.Image:
@@ -81,10 +86,14 @@ class Demo:
 
     def generate(self, label: str, guidance: float, temperature: float, top_k: int, seed: int, count: int):
         try:
+            if label not in self.class_choices and not (label != UNCONDITIONAL and not self.pipe.num_classes):
+                raise ValueError(f"class must be one of {self.class_choices}, got {label!r}")
             if label != UNCONDITIONAL and not self.pipe.num_classes:
                 raise ValueError(f"this prior is unconditional: choose '{UNCONDITIONAL}', not class {label}")
             if label == UNCONDITIONAL and guidance != 1.0:
                 raise ValueError("guidance needs a class: pick a class, or set the guidance scale to 1")
+            count, seed = whole_number("images", count, 1, MAX_IMAGES), whole_number("seed", seed, 0, 2**63 - 1)
+            top_k = whole_number("top-k", top_k, 0, self.codebook_size)
             output = self.pipe(
                 n=int(count), class_labels=None if label == UNCONDITIONAL else int(label),
                 guidance_scale=float(guidance), temperature=float(temperature), top_k=int(top_k),
@@ -117,14 +126,22 @@ class Demo:
     def tokenize(self, path: str | None, test_index: float | None):
         try:
             if path:
+                megabytes = os.path.getsize(path) / 2**20
+                if megabytes > MAX_UPLOAD_MB:
+                    raise ValueError(f"{os.path.basename(path)} is {megabytes:.1f} MB; upload at most {MAX_UPLOAD_MB} MB")
                 try:
                     with Image.open(path) as opened:
+                        if opened.width * opened.height > MAX_UPLOAD_PIXELS:
+                            raise ValueError(
+                                f"{os.path.basename(path)} is {opened.width}x{opened.height} pixels; upload at most "
+                                f"{MAX_UPLOAD_PIXELS:,} pixels (the tokenizer sees {self.size}x{self.size})"
+                            )
                         opened.load()
                         image = opened.copy()
                 except (UnidentifiedImageError, OSError) as error:
                     raise ValueError(f"{os.path.basename(path)} is not an image this demo can read ({error})") from None
             elif test_index is not None:
-                image = self.test_digit(int(test_index))
+                image = self.test_digit(whole_number("test digit index", test_index, 0, 2**31))
             else:
                 raise ValueError("upload an image or pick a test digit")
             images, notes = self.prepare(image)
@@ -151,6 +168,17 @@ class Demo:
         if not 0 <= index < len(split):
             raise ValueError(f"test digit index must lie in [0, {len(split)}), got {index}")
         return Image.fromarray(split[index]["pixel_values"][0].numpy().astype(np.uint8))
+
+
+def whole_number(name: str, value, low: int, high: int) -> int:
+    """A request's count, seed or index as an int in [low, high]; anything else is a ValueError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or not number.is_integer() or not low <= number <= high:
+        raise ValueError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
+    return int(number)
 
 
 def build_app(pipe: VQWAEPipeline):
@@ -190,7 +218,8 @@ def build_app(pipe: VQWAEPipeline):
             outputs = [original, rebuilt, code_grid, used, message]
             tokenize.click(demo.tokenize, [upload, index], outputs)
             upload.upload(demo.tokenize, [upload, index], outputs)
-    return app
+    # One request at a time, in order of arrival; at most MAX_QUEUE waiting (more are told so).
+    return app.queue(default_concurrency_limit=1, max_size=MAX_QUEUE)
 
 
 def offline_theme():
@@ -201,11 +230,12 @@ def offline_theme():
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--pipeline", required=True, help="pipeline folder or Hub repo id")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves other machines too")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args(argv)
+    check_arguments(args, at_least={"port": 1}, at_most={"port": 65535})
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
@@ -213,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("the demo needs Gradio: pip install -e .[demo]") from None
     pipe = VQWAEPipeline.from_pretrained(args.pipeline).to("cuda" if torch.cuda.is_available() else "cpu")
     build_app(pipe).launch(
-        server_name=args.host, server_port=args.port, share=False, show_error=False, theme=offline_theme()
+        server_name=args.host, server_port=args.port, share=False, show_error=False, theme=offline_theme(),
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
     )
 
 

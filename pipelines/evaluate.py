@@ -14,13 +14,12 @@ test accuracy is printed with every result. Prints JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict
 
 import torch
 
-from infra.config import run_cli
+from infra.config import CommandLine, check_arguments, run_cli
 from infra.digit_classifier import judge, load_classifier
 from pipelines.pipeline_vqwae import VQWAEPipeline
 
@@ -59,7 +58,7 @@ def evaluate_samples(pipe: VQWAEPipeline, per_class: int = 50, num_unconditional
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--pipeline", required=True, help="pipeline folder or Hub repo id")
     parser.add_argument("--per-class", type=int, default=50, help="class-conditional samples of every class")
     parser.add_argument("--unconditional", type=int, default=500, help="unconditional samples")
@@ -71,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--unconditional-mode", choices=["null_class", "classes"], default=None,
                         help="how a class-conditional prior draws unconditional samples (default: the pipeline's)")  # fmt: skip
     args = parser.parse_args(argv)
+    check_arguments(args, at_least={"per_class": 0, "unconditional": 0, "fid_n": 0})
     sampling = {key: value for key, value in (("guidance_scale", args.guidance_scale),
                 ("temperature", args.temperature), ("top_k", args.top_k),
                 ("unconditional", args.unconditional_mode)) if value is not None}  # fmt: skip

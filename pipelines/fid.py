@@ -9,19 +9,18 @@ standard class-conditional gFID; --guidance-scale is classifier-free guidance fo
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict
 
 import torch
 
-from infra.config import run_cli
+from infra.config import CommandLine, check_arguments, run_cli
 
 from .pipeline_vqwae import VQWAEPipeline
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--pipeline", required=True, help="pipeline folder or Hub repo id")
     parser.add_argument("--n", type=int, default=10000, help="number of generated samples")
     parser.add_argument("--reference", default="mnist:test", help="SOURCE:SPLIT of the real images")
@@ -38,6 +37,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--temperature", type=float, default=None, help="default: the pipeline's")
     parser.add_argument("--top-k", type=int, default=None, help="default: the pipeline's; 0 = no top-k")
     args = parser.parse_args(argv)
+    check_arguments(args, at_least={"n": 1, "reference_n": 1, "batch_size": 1})
+    if ":" not in args.reference:
+        raise ValueError(f"--reference must be SOURCE:SPLIT (e.g. mnist:test), got {args.reference!r}")
     sampling = dict(temperature=args.temperature, top_k=args.top_k)
     if args.each_class:
         sampling["class_labels"] = "each"

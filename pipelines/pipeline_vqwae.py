@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,8 +129,9 @@ class VQWAEPipeline:
         pipeline's `unconditional_guidance_scale` unless guidance_scale is given)."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type={output_type!r} is not allowed; choose one of ['pil', 'np', 'pt']")
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        for name, value in (("n", n), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         # 0. Settings the caller left open come from the pipeline.
         defaults = self.sampling_defaults
         if temperature is None:

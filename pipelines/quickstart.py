@@ -13,7 +13,6 @@ then print where everything is. Everything lands in outputs/quickstart/ (`--outp
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from infra.config import run_cli
+from infra.config import CommandLine, check_arguments, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +45,7 @@ def launch(script: str, config: str, *overrides: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--output-dir", default="outputs/quickstart")
     parser.add_argument("--tokenizer-steps", type=int, default=1500)
     parser.add_argument("--prior-steps", type=int, default=1500)
@@ -54,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--judge-per-class", type=int, default=50, help="class-conditional samples a digit, judged")
     parser.add_argument("--judge-unconditional", type=int, default=500, help="unconditional samples judged")
     args = parser.parse_args(argv)
+    check_arguments(args, at_least={"tokenizer_steps": 1, "prior_steps": 1, "fid_samples": 0, "judge_per_class": 0,
+                                    "judge_unconditional": 0})  # fmt: skip
     output = Path(args.output_dir)
     started = time.time()
 

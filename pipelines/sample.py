@@ -6,19 +6,18 @@ python -m pipelines.sample --pipeline DIR --per-class 10 --guidance-scale 2 --ou
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
 from torchvision.utils import save_image
 
-from infra.config import run_cli
+from infra.config import CommandLine, check_arguments, run_cli
 
 from .pipeline_vqwae import VQWAEPipeline
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--pipeline", required=True, help="pipeline folder or Hub repo id")
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--out", default="samples.png")
@@ -32,9 +31,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--top-p", type=float, default=None)
     args = parser.parse_args(argv)
     # Counts are checked before anything loads or samples (the grid's width takes a square root).
-    for flag, value in (("--n", args.n), ("--per-class", args.per_class)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
+    check_arguments(args, at_least={"n": 1, "per_class": 1})
     pipe = VQWAEPipeline.from_pretrained(args.pipeline).to("cuda" if torch.cuda.is_available() else "cpu")
     n, labels, columns = args.n, args.class_label, max(1, int(math.sqrt(args.n)))
     if args.per_class is not None:

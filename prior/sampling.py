@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from tqdm.auto import tqdm
 from transformers import (
@@ -44,6 +46,8 @@ def _prefixes(prior: PreTrainedModel, n: int, class_labels) -> tuple[torch.Tenso
             )
         class_labels = labels_per_class(vocabulary.num_classes, n // vocabulary.num_classes)
     labels = torch.as_tensor(class_labels).reshape(-1)
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(f"class_labels must be integer class indices, got {class_labels!r} ({labels.dtype})")
     if labels.numel() == 1:
         labels = labels.expand(n)
     if labels.numel() != n or labels.min() < 0 or labels.max() >= vocabulary.num_classes:
@@ -73,15 +77,24 @@ class PerSampleGumbel(LogitsProcessor):
         return scores + gumbel.to(scores.device, scores.dtype)
 
 
+def _number(name: str, value, integer: bool = False) -> float:
+    """`value` as a finite real number (an integer when asked); anything else is a ValueError."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None, guidance_scale: float) -> None:
-    """Clear errors for sampling knobs outside their range."""
-    if not temperature > 0:
+    """Clear errors for sampling knobs outside their range (or not numbers at all)."""
+    if not _number("temperature", temperature) > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}; lower it towards 0 for less random samples")
-    if top_k is not None and top_k < 0:
+    if top_k is not None and _number("top_k", top_k, integer=True) < 0:
         raise ValueError(f"top_k must be >= 1 (or 0/None for no limit), got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
+    if top_p is not None and not 0 < _number("top_p", top_p) <= 1:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
-    if not guidance_scale >= 0:
+    if not _number("guidance_scale", guidance_scale) >= 0:
         raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance, > 1 = stronger), got {guidance_scale}")
 
 

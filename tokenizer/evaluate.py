@@ -8,14 +8,13 @@ of the reconstructions against the originals (TF Inception weights, resolved off
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
-from infra.config import run_cli
+from infra.config import CommandLine, check_arguments, run_cli
 from infra.data import DataConfig, load_images, to_unit_range
 from infra.fid_score import FIDResult, compute_fid
 
@@ -105,7 +104,7 @@ def reconstruction_fid(model: VQWAE, split, batch_size: int = 256, reference: st
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--tokenizer", required=True, help="folder or Hub id of a saved tokenizer")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
     parser.add_argument("--source", default="mnist", help="data.source to evaluate on (default: mnist)")
@@ -114,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rfid", action="store_true", help="also score rFID: reconstructions vs originals")
     parser.add_argument("--rfid-n", type=int, default=None, help="rFID on the first N images (default: all scored)")
     args = parser.parse_args(argv)
+    check_arguments(args, at_least={"batch_size": 1, "max_batches": 1, "rfid_n": 1})
     model = load_tokenizer(args.tokenizer)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)

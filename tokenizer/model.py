@@ -158,6 +158,11 @@ class VQWAE(
                 f"expected images (B, {self.config.in_channels}, H, W); got shape {tuple(images.shape)}. "
                 "Convert them to the tokenizer's channel count (model.in_channels)"
             )
+        if not images.dtype.is_floating_point:
+            raise ValueError(
+                f"images must be floating point in [0, 1], got {images.dtype}; convert uint8 pixels with "
+                "infra.data.to_unit_range (x / 255)"
+            )
         height, width = images.shape[-2:]
         if height % self.config.downsample or width % self.config.downsample:
             raise ValueError(
@@ -172,6 +177,8 @@ class VQWAE(
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) long -> images (B, C, h*downsample, w*downsample)."""
+        if codes.dim() != 3 or codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
+            raise ValueError(f"codes must be integer code grids (B, h, w), got shape {tuple(codes.shape)} {codes.dtype}")
         return self.decoder(self.quantizer.embed(codes))
 
     def forward(self, images: torch.Tensor) -> VQWAEOutput:

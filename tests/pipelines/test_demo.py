@@ -49,6 +49,87 @@ def test_demo_logic_handles_bad_input_as_messages(pipeline_folder, tmp_path):
     assert "index must lie in [0, 10000)" in demo.tokenize(None, 10_000)[-1]
 
 
+def test_requests_beyond_the_pages_limits_are_refused_as_messages(pipeline_folder, tmp_path):
+    """What an API client can send but the page would not: each refused with a message, before any
+    work (no sampling for a count over the limit, no decoding of an oversized upload)."""
+    from pipelines import VQWAEPipeline
+    from pipelines.demo import MAX_IMAGES, MAX_UPLOAD_MB, MAX_UPLOAD_PIXELS, Demo
+
+    demo = Demo(VQWAEPipeline.from_pretrained(pipeline_folder))
+    for count in (0, -3, MAX_IMAGES + 1, 10**9, 2.5, float("nan"), "many"):
+        samples, codes, message = demo.generate("3", 2.0, 1.0, 0, 0, count)
+        assert samples is None and f"images must be a whole number in [1, {MAX_IMAGES}]" in message, (count, message)
+    assert demo.generate("3", 2.0, 1.0, 0, 0, MAX_IMAGES)[0] is not None  # the limit itself is served
+    assert "seed must be a whole number" in demo.generate("3", 2.0, 1.0, 0, float("inf"), 2)[2]
+    assert "class must be one of" in demo.generate("eleven", 2.0, 1.0, 0, 0, 2)[2]
+    assert "temperature must be > 0" in demo.generate("3", 2.0, 0.0, 0, 0, 2)[2]
+    assert "upload an image or pick a test digit" in demo.tokenize(None, None)[-1]
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\0" * (MAX_UPLOAD_MB * 2**20 + 1))
+    assert f"upload at most {MAX_UPLOAD_MB} MB" in demo.tokenize(str(huge), None)[-1]
+    side = int(MAX_UPLOAD_PIXELS**0.5) + 1
+    wide = tmp_path / "wide.png"
+    Image.new("L", (side, side)).save(wide)  # small on disk, too many pixels to decode
+    assert f"is {side}x{side} pixels; upload at most" in demo.tokenize(str(wide), None)[-1]
+
+
+def test_a_class_on_an_unconditional_prior_is_a_message(tmp_path):
+    from pipelines import VQWAEPipeline
+    from pipelines.demo import UNCONDITIONAL, Demo
+
+    tiny_pipeline(tmp_path / "uncond", num_classes=0)
+    demo = Demo(VQWAEPipeline.from_pretrained(tmp_path / "uncond"))
+    assert demo.class_choices == [UNCONDITIONAL]
+    assert "this prior is unconditional: choose 'unconditional', not class 3" in demo.generate("3", 1.0, 1.0, 0, 0, 2)[2]
+    assert demo.generate(UNCONDITIONAL, 1.0, 1.0, 0, 0, 2)[0] is not None
+
+
+def test_twenty_clients_at_once_all_answer_in_order_of_arrival(pipeline_folder, monkeypatch):
+    """The app on loopback and 20 gradio_client clients submitting while the first request holds
+    the queue (each submitted once the one before has joined it): every one answers, one at a
+    time, in the order they arrived."""
+    import threading
+
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    from pipelines import VQWAEPipeline, demo as demo_module
+
+    served, overlapping, running, gate = [], [], [0], threading.Event()
+    generate = demo_module.Demo.generate
+
+    def recording(self, label, guidance, temperature, top_k, seed, count):
+        running[0] += 1
+        overlapping.append(running[0] > 1)
+        if not served:
+            gate.wait(timeout=60)  # the first request holds the queue until all 20 have arrived
+        served.append(int(seed))
+        try:
+            return generate(self, label, guidance, temperature, top_k, seed, count)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(demo_module.Demo, "generate", recording)
+    app = demo_module.build_app(VQWAEPipeline.from_pretrained(pipeline_folder))
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
+    try:
+        clients = [Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(20)]
+        jobs = []
+        for seed, client in enumerate(clients):
+            jobs.append(client.submit("3", 2.0, 1.0, 0, seed, 4, fn_index=0))
+            deadline = time.monotonic() + 30
+            while jobs[-1].status().code in (Status.STARTING, Status.JOINING_QUEUE) and time.monotonic() < deadline:
+                time.sleep(0.01)  # arrived: queued (or, the first, processing)
+        gate.set()
+        results = [job.result(timeout=120) for job in jobs]
+    finally:
+        app.close()
+    assert served == list(range(20)) and not any(overlapping)
+    assert all(message.startswith("4 sample(s), class 3") and f"seed {seed}" in message
+               for seed, (_, _, message) in enumerate(results))  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
