@@ -41,6 +41,7 @@ import torch
 
 from benchmarks.common import draw_figures
 from infra.config import load_config
+from infra.training import read_metrics
 from tokenizer.config import TokenizerTrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +160,7 @@ def evaluate_run(config: TokenizerTrainConfig, split: str, rfid_n: int, max_batc
         result[name] = metrics
     history = Path(config.output_dir) / "metrics.jsonl"
     if history.is_file():
-        train_logs = [json.loads(line) for line in history.read_text().splitlines()]
+        train_logs = read_metrics(history)
         result["train_seconds"] = train_logs[-1]["time"] - train_logs[0]["time"] if len(train_logs) > 1 else None
         result["curves"] = training_curves(train_logs)
     return result

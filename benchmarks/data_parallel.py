@@ -11,12 +11,13 @@ logged step (start-up and data loading excluded).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from infra.training import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +35,7 @@ def steps_per_second(processes: int, steps: int, folder: Path) -> float:
          "validation_batches=1", "log_with=none"],
         cwd=ROOT, check=True, capture_output=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"},
     )  # fmt: skip
-    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines() if "train/loss" in line]
+    rows = [row for row in read_metrics(output) if "train/loss" in row]
     first, last = rows[1], rows[-1]  # from step 10: past start-up
     return (last["step"] - first["step"]) / (last["time"] - first["time"])
 

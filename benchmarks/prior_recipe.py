@@ -34,6 +34,7 @@ from safetensors import safe_open
 
 from benchmarks.compare_tokenizers import add_variant_argument, parse_variants
 from infra.config import load_config
+from infra.training import read_metrics
 from prior.config import PriorTrainConfig
 from prior.export import PIPELINE_CONFIG
 
@@ -93,7 +94,7 @@ def judge(folder: Path, per_class: int) -> dict:
 
 def read_run(folder: Path, config: PriorTrainConfig) -> dict:
     """Validation curve, final bits per code, training minutes (first to last log line) and size."""
-    logs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    logs = read_metrics(folder)
     curve = {log["step"]: log["validation/bits_per_code"] for log in logs if "validation/bits_per_code" in log}
     final = json.loads((folder / "pipeline" / PIPELINE_CONFIG).read_text())
     with safe_open(str(folder / "final" / "model.safetensors"), "pt") as weights:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +229,41 @@ def backward_and_step(accelerator: Accelerator, model, optimizer, loss: torch.Te
     optimizer.zero_grad(set_to_none=True)
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a run's metrics.jsonl (a run folder or the file). A line a kill left half
+    written is skipped with a warning naming the file and line, never a JSON traceback."""
+    path = Path(path)
+    path = path / METRICS_FILE if path.is_dir() else path
+    records, damaged = [], []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and "step" in record:
+            records.append(record)
+        else:
+            damaged.append(number)
+    if damaged:
+        warnings.warn(f"{path}: skipped damaged line(s) {damaged[:10]} (a run killed while writing?)", stacklevel=2)
+    return records
+
+
+def _start_on_a_new_line(path: Path) -> None:
+    """Before appending to a metrics file: if a killed run left its last line unfinished, end it,
+    so that the next record starts on a line of its own (one seek and a byte, on log steps only)."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb+") as file:
+            file.seek(-1, 2)
+            if file.read(1) != b"\n":
+                file.write(b"\n")
+
+
 def log_metrics(
     accelerator: Accelerator, config: RunConfig, step: int, values: dict[str, torch.Tensor | float]
 ) -> dict:
@@ -243,6 +279,8 @@ def log_metrics(
     accelerator.log(logs, step=step)
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(config.output_dir) / "metrics.jsonl", "a") as file:
+        path = Path(config.output_dir) / METRICS_FILE
+        _start_on_a_new_line(path)
+        with open(path, "a") as file:
             file.write(json.dumps({"step": step, "time": time.time(), **logs}) + "\n")
     return logs

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from infra.config import CommandLine, check_arguments, run_cli
+from infra.training import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     score = fid.main(["--pipeline", str(pipeline_dir), "--n", str(args.fid_samples), "--reference", "mnist:test",
                       "--reference-n", str(args.fid_samples)])  # fmt: skip
 
-    tokenizer_metrics = [json.loads(line) for line in (output / "tokenizer" / "metrics.jsonl").read_text().splitlines()]
+    tokenizer_metrics = read_metrics(output / "tokenizer")
     final_validation = [row for row in tokenizer_metrics if "validation/psnr" in row][-1]
     summary = {
         "tokenizer": str(output / "tokenizer" / "final"),

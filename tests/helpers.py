@@ -1,6 +1,5 @@
 """Shared helpers for the training tests: run a stage in-process or as real processes."""
 
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,9 @@ def reset_accelerate() -> None:
 
 
 def read_metrics(output_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
+    from infra.training import read_metrics as read
+
+    return read(output_dir)
 
 
 def free_port() -> int:

@@ -36,6 +36,7 @@ import torch
 from benchmarks.common import device_name, time_side_by_side
 from benchmarks.generation_fid import setting_tag
 from infra.config import load_config
+from infra.training import read_metrics
 from pipelines import VQWAEPipeline
 from prior.codes import tokenizer_identity
 from prior.config import PriorTrainConfig
@@ -77,7 +78,7 @@ def validation_curve(metrics_file: Path) -> list[dict]:
     """[{step, bits_per_code}] of the run's validations, from its metrics.jsonl."""
     if not metrics_file.is_file():
         return []
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics_file)
     return [{"step": row["step"], "bits_per_code": row["validation/bits_per_code"]}
             for row in rows if "validation/bits_per_code" in row]  # fmt: skip
 

@@ -153,3 +153,20 @@ def test_a_damaged_fid_statistics_cache_is_recomputed(damage, tmp_path, monkeypa
     with np.load(cache) as stored:  # rewritten intact
         np.testing.assert_allclose(stored["sigma"], first["sigma"])
 
+
+
+def test_a_metrics_line_left_half_written_by_a_kill_loses_no_later_record(train, tmp_path):
+    """A kill mid-write leaves metrics.jsonl without its last newline; the resumed run's first
+    record still gets a line of its own, and readers skip the half line with a warning."""
+    from infra.training import read_metrics
+
+    train(f"output_dir={tmp_path}", "max_steps=3", "lr_scheduler=constant")
+    with open(tmp_path / "metrics.jsonl", "a") as file:
+        file.write('{"step": 4, "train/lo')  # the kill
+    train(f"output_dir={tmp_path}", "max_steps=6", "resume=latest", "lr_scheduler=constant")
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    damaged = [number for number, line in enumerate(lines, start=1) if line.startswith('{"step": 4, "train/lo')]
+    assert len(damaged) == 1 and lines[damaged[0] - 1] == '{"step": 4, "train/lo'
+    with pytest.warns(UserWarning, match=rf"metrics.jsonl: skipped damaged line\(s\) \[{damaged[0]}\]"):
+        records = read_metrics(tmp_path)
+    assert [row["step"] for row in records if "train/loss" in row] == [1, 2, 3, 4, 5, 6]

@@ -93,7 +93,8 @@ def test_twenty_clients_at_once_all_answer_in_order_of_arrival(pipeline_folder, 
     from gradio_client import Client
     from gradio_client.utils import Status
 
-    from pipelines import VQWAEPipeline, demo as demo_module
+    from pipelines import VQWAEPipeline
+    from pipelines import demo as demo_module
 
     served, overlapping, running, gate = [], [], [0], threading.Event()
     generate = demo_module.Demo.generate
