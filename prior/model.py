@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from infra.config import check_choice, check_positive
@@ -55,6 +56,18 @@ class CodeVocabulary:
 
     def class_token(self, label: int) -> int:
         return self.codebook_size + 1 + label
+
+    def prefix_tokens(self, labels: torch.Tensor | None, count: int | None = None) -> torch.Tensor:
+        """The token each sequence starts with, (B,): class tokens of `labels` for a conditional
+        prior; begin-of-image for an unconditional one, or the null class (the unconditional
+        prompt of a conditional prior) when `labels` is None (`count` sequences). The one place
+        training (prior/train.py) and sampling (prior/sampling.py) turn labels into tokens."""
+        if labels is None:
+            token = self.null_class_token if self.num_classes else self.begin_token
+            return torch.full((count,), token, dtype=torch.long)
+        if not self.num_classes:
+            return torch.full_like(labels, self.begin_token)
+        return self.codebook_size + 1 + labels
 
     @property
     def size(self) -> int:

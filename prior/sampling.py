@@ -33,9 +33,7 @@ def _prefixes(prior: PreTrainedModel, n: int, class_labels) -> tuple[torch.Tenso
     """Prefix tokens (n, 1): begin-of-image, or class tokens with the null class as negative prompt."""
     vocabulary = vocabulary_of(prior)
     if class_labels is None:
-        if vocabulary.num_classes:
-            return torch.full((n, 1), vocabulary.null_class_token), None
-        return torch.full((n, 1), vocabulary.begin_token), None
+        return vocabulary.prefix_tokens(None, n)[:, None], None
     if not vocabulary.num_classes:
         raise ValueError("class_labels given but this prior is unconditional; train it with class_conditional=true")
     if isinstance(class_labels, str):
@@ -54,8 +52,7 @@ def _prefixes(prior: PreTrainedModel, n: int, class_labels) -> tuple[torch.Tenso
         raise ValueError(
             f"class_labels must be one label or {n} labels in [0, {vocabulary.num_classes}); got {labels.tolist()}"
         )
-    prefix = (vocabulary.codebook_size + 1 + labels).reshape(n, 1)
-    return prefix, torch.full((n, 1), vocabulary.null_class_token)
+    return vocabulary.prefix_tokens(labels.long()).reshape(n, 1), vocabulary.prefix_tokens(None, n)[:, None]
 
 
 class PerSampleGumbel(LogitsProcessor):

@@ -51,13 +51,10 @@ def sequences(codes: torch.Tensor, labels: torch.Tensor, vocabulary: CodeVocabul
               train: bool) -> torch.Tensor:  # fmt: skip
     """[prefix] + codes (B, 1 + h*w): begin-of-image, or the class token (null class with
     probability label_dropout while training, so classifier-free guidance works)."""
-    if config.class_conditional:
-        prefix = vocabulary.codebook_size + 1 + labels
-        if train and config.label_dropout:
-            dropped = torch.rand(labels.shape, device=labels.device) < config.label_dropout
-            prefix = torch.where(dropped, torch.full_like(prefix, vocabulary.null_class_token), prefix)
-    else:
-        prefix = torch.full_like(labels, vocabulary.begin_token)
+    prefix = vocabulary.prefix_tokens(labels)
+    if vocabulary.num_classes and train and config.label_dropout:
+        dropped = torch.rand(labels.shape, device=labels.device) < config.label_dropout
+        prefix = torch.where(dropped, torch.full_like(prefix, vocabulary.null_class_token), prefix)
     return torch.cat([prefix[:, None], codes], dim=1)
 
 

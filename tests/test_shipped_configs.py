@@ -2,6 +2,7 @@
 few steps of the tokenizer and of its prior on a local image folder through data.source=FOLDER
 (the configs' Hub data sets are not downloaded in tests)."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 from infra.config import load_config
 from prior import train as prior_train
 from prior.config import PriorTrainConfig
-from tests.helpers import reset_accelerate
+from tests.helpers import read_metrics, reset_accelerate
 from tokenizer import VQWAE
 from tokenizer import train as tokenizer_train
 from tokenizer.config import TokenizerTrainConfig
@@ -52,7 +53,14 @@ def test_config_trains_tokenizer_and_prior_on_a_local_folder(name, size, grid, t
     metrics = prior_train.main(["--config", str(prior_config), f"tokenizer={tmp_path / 'tokenizer' / 'final'}",
                                 f"output_dir={tmp_path / 'prior'}", "num_samples=2", *local])  # fmt: skip
     reset_accelerate()
-    assert metrics["bits_per_code"] > 0
+    # Between no uncertainty and a uniform guess over the whole vocabulary (where the prior
+    # starts), and what its last validation logged.
+    shipped = load_config(PriorTrainConfig, prior_config)
+    vocabulary = 1 + tokenizer.config.codebook_size + (shipped.num_classes + 1 if shipped.class_conditional else 0)
+    assert 0 < metrics["bits_per_code"] < math.log2(vocabulary) + 0.5
+    logged = [row["validation/bits_per_code"] for row in read_metrics(tmp_path / "prior")
+              if "validation/bits_per_code" in row]  # fmt: skip
+    assert metrics["bits_per_code"] == pytest.approx(logged[-1])
     assert (tmp_path / "prior" / "pipeline" / "pipeline_config.json").is_file()
 
 

@@ -37,7 +37,9 @@ def test_two_variants_two_seeds_table_and_rerun(tmp_path):
         assert stats["mean"] == pytest.approx(sum(psnrs) / 2)
         assert stats["min"] == pytest.approx(min(psnrs)) and stats["spread"] == pytest.approx(max(psnrs) - min(psnrs))
         assert "validation" in report["runs"][name]["0"]
-    assert report["step_time"]["vae"]["ratio"] == pytest.approx(1.0)
+    timing = report["step_time"]  # each ratio is its step time over the reference's, both reported
+    assert timing["wae"]["ratio"] == pytest.approx(timing["wae"]["step_ms"] / timing["vae"]["step_ms"])
+    assert timing["wae"]["step_ms"] > 0 and f"{timing['wae']['ratio']:.2f}x" in (tmp_path / "results.md").read_text()
     # Two seeds really are two runs: different initial weights, different results.
     assert report["runs"]["wae"]["0"]["test"]["psnr"] != report["runs"]["wae"]["1"]["test"]["psnr"]
     table = (tmp_path / "results.md").read_text()

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.helpers import ROOT
@@ -36,7 +37,11 @@ def test_settings_are_measured_against_the_exact_optimum(tmp_path):
     for name, row in report["summary"].items():
         assert min(report["runs"][name]["gap"]) >= -1e-6  # feasible plans: never below the lower bound
         assert row["marginal_mean"] >= row["floor_mean"] - 0.05
-    assert converged["gap_mean"] < one["gap_mean"] and one["time_ratio"] == 1.0
+    assert converged["gap_mean"] < one["gap_mean"]
+    # Each time ratio is its solve time over the first option's, both reported; 200 Sinkhorn
+    # iterations and 80 dual steps cost more than one iteration.
+    assert converged["time_ratio"] == pytest.approx(converged["solve_ms"] / one["solve_ms"], rel=1e-6)
+    assert converged["time_ratio"] > 1
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| converged | 0.1 | 200 | 80 |" in table and "one-hot floor" in table
 

@@ -60,6 +60,26 @@ def test_fid_matches_a_direct_frechet_distance(mnist_images):
     assert result.n == 20 and result.reference == "tensor"
 
 
+def test_frechet_distance_is_the_closed_form_on_diagonal_statistics():
+    """In 2048 dimensions with full-rank statistics: for diagonal covariances the distance is
+    |mu1 - mu2|^2 + sum(s1 + s2 - 2 sqrt(s1 s2)); rotating both by one orthogonal matrix changes
+    nothing (the same closed form for dense covariances)."""
+    rng = np.random.default_rng(0)
+    dimension = 2048
+    mu1, mu2 = rng.normal(size=dimension), rng.normal(size=dimension)
+    s1, s2 = rng.uniform(0.1, 2.0, dimension), rng.uniform(0.1, 2.0, dimension)
+    expected = float(((mu1 - mu2) ** 2).sum() + (s1 + s2 - 2 * np.sqrt(s1 * s2)).sum())
+    diagonal = fid_score.frechet_distance({"mu": mu1, "sigma": np.diag(s1)}, {"mu": mu2, "sigma": np.diag(s2)})
+    assert diagonal == pytest.approx(expected, rel=1e-6)
+    rotation, _ = np.linalg.qr(rng.normal(size=(256, 256)))  # 256 dimensions: sqrtm of a dense matrix
+    m1, m2, d1, d2 = mu1[:256], mu2[:256], s1[:256], s2[:256]
+    dense = fid_score.frechet_distance(
+        {"mu": rotation @ m1, "sigma": rotation @ np.diag(d1) @ rotation.T},
+        {"mu": rotation @ m2, "sigma": rotation @ np.diag(d2) @ rotation.T},
+    )
+    assert dense == pytest.approx(float(((m1 - m2) ** 2).sum() + (d1 + d2 - 2 * np.sqrt(d1 * d2)).sum()), rel=1e-5)
+
+
 def test_fid_of_a_set_against_itself_is_zero(mnist_images):
     assert abs(fid_score.compute_fid(mnist_images[:20], mnist_images[:20], cache=False).fid) < 1e-2
 

@@ -37,6 +37,22 @@ def test_sixteen_images_of_the_tokenizer_size(pipeline_dir, output_type):
         torch.testing.assert_close(output.images, expected)
 
 
+def test_the_three_output_types_hold_the_same_pixels(pipeline_dir):
+    """One seed, three output types: np is pt channels-last, PIL is np x 255 rounded to uint8
+    (a missing x255, a wrong transpose or a truncation instead of rounding fails here)."""
+    pipe = VQWAEPipeline.from_pretrained(pipeline_dir)
+    draw = {kind: pipe(n=3, generator=torch.Generator().manual_seed(5), output_type=kind, progress=False)
+            for kind in ("pil", "np", "pt")}  # fmt: skip
+    assert all(torch.equal(draw["pt"].codes, output.codes) for output in draw.values())
+    pixels = draw["pt"].images
+    assert pixels.dtype == torch.float32 and 0 <= pixels.min() and pixels.max() <= 1 and pixels.std() > 0
+    np.testing.assert_array_equal(draw["np"].images, pixels.permute(0, 2, 3, 1).numpy())
+    for index, image in enumerate(draw["pil"].images):
+        assert image.mode == "L" and image.size == (16, 16)
+        expected = np.floor(pixels[index, 0].double().numpy() * 255 + 0.5).astype(np.uint8)
+        np.testing.assert_array_equal(np.asarray(image), expected)
+
+
 def test_same_seed_same_images(pipeline_dir):
     pipe = VQWAEPipeline.from_pretrained(pipeline_dir)
     first = pipe(n=4, generator=torch.Generator().manual_seed(3), output_type="np", progress=False).images
@@ -122,7 +138,10 @@ def test_fid_cli_prints_json(pipeline_dir, tmp_path, capsys, monkeypatch):
     fid.main(["--pipeline", str(pipeline_dir), "--n", "8", "--reference", "mnist:test", "--reference-n", "8"])
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{\n") :])
-    assert result["n"] == 8 and result["reference"] == "mnist:test" and result["fid"] > 0
+    assert result["n"] == 8 and result["reference"] == "mnist:test"
+    # The command's number is the API's on the same draw (seed 0, the first 8 test images).
+    expected = VQWAEPipeline.from_pretrained(pipeline_dir).fid(n=8, reference="mnist:test", reference_n=8)
+    assert result["fid"] == pytest.approx(expected.fid, rel=1e-6) and expected.fid > 1  # random codes: far from digits
     assert "inception-v3-compat" in result["extractor"]
 
 
@@ -139,8 +158,10 @@ def test_fid_cli_class_conditional_with_guidance(pipeline_dir, tmp_path, capsys,
     fid.main([*arguments, "--each-class", "--guidance-scale", "2"])
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{\n") :])
-    assert result["n"] == 10 and result["fid"] > 0
     assert seen[0]["class_labels"] == "each" and seen[0]["guidance_scale"] == 2.0
+    monkeypatch.setattr(VQWAEPipeline, "__call__", original)
+    expected = VQWAEPipeline.from_pretrained(pipeline_dir).fid(n=10, reference_n=10, class_labels="each", guidance_scale=2.0)
+    assert result["n"] == 10 and result["fid"] == pytest.approx(expected.fid, rel=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from prior import train as prior_train
 from prior.codes import load_or_encode, tokenizer_identity
-from prior.model import CodeVocabulary, PriorModelConfig, build_prior, check_matches_tokenizer
+from prior.model import CodeVocabulary, PriorModelConfig, build_prior, check_matches_tokenizer, vocabulary_of
 from prior.sampling import labels_per_class, sample_codes
 from tests.helpers import read_metrics, reset_accelerate
 from tokenizer import VQWAE, VQWAEConfig
@@ -88,6 +88,63 @@ def test_class_labels_change_samples_and_guidance_runs():
         sample_codes(prior, 4, class_labels=[0, 11, 2, 3])
     with pytest.raises(ValueError, match="prior is unconditional"):
         sample_codes(tiny_prior(), 2, class_labels=1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 0.5])
+def test_guidance_is_the_formula_on_the_first_token(scale):
+    """Classifier-free guidance, checked against its formula computed here from the prior's own
+    logits: the greedy first code is argmax over codes of lu + s (lc - lu), l the log-softmax after
+    the class token (lc) and after the null class (lu). Scale 3 changes the first codes of scale 1
+    (a dropped unconditional branch or a flipped sign would not give the formula)."""
+    prior = tiny_prior(num_classes=10)
+    with torch.no_grad():
+        prior.transformer.wte.weight[33:43] *= 20  # make class tokens matter in the untrained model
+    labels = torch.arange(10)
+    vocabulary = vocabulary_of(prior)
+    with torch.no_grad():
+        conditional = prior(input_ids=vocabulary.prefix_tokens(labels)[:, None]).logits[:, -1].log_softmax(-1)
+        null = vocabulary.prefix_tokens(None, 10)[:, None]
+        unconditional = prior(input_ids=null).logits[:, -1].log_softmax(-1)
+    guided = unconditional + scale * (conditional - unconditional)
+    expected = guided[:, : vocabulary.codebook_size].argmax(-1)
+    first = sample_codes(prior, 10, class_labels=labels, guidance_scale=scale, do_sample=False)[:, 0, 0]
+    assert torch.equal(first, expected)
+    plain = conditional[:, : vocabulary.codebook_size].argmax(-1)
+    if scale == 3.0:
+        assert not torch.equal(first, plain)  # guidance changes what the class alone would give
+
+
+def test_training_prefixes_are_the_sampling_prefixes_and_dropout_hits_its_rate():
+    """prior/train.py's sequences: class tokens (the ones sampling prompts with), the null class
+    for a label_dropout share of them while training (binomial bounds), none at evaluation; an
+    unconditional prior starts every sequence with begin-of-image."""
+    from prior.config import PriorTrainConfig
+    from prior.sampling import _prefixes
+    from prior.train import sequences
+
+    prior = tiny_prior(num_classes=10)
+    vocabulary = vocabulary_of(prior)
+    labels = torch.arange(20_000) % 10
+    codes = torch.randint(0, 32, (20_000, 16))
+    config = PriorTrainConfig(tokenizer="t", class_conditional=True, label_dropout=0.3)
+    evaluation = sequences(codes, labels, vocabulary, config, train=False)
+    torch.testing.assert_close(evaluation[:, 1:], codes)
+    prompts, negative = _prefixes(prior, 20_000, labels)
+    assert torch.equal(evaluation[:, 0], prompts[:, 0]) and (negative == vocabulary.null_class_token).all()
+    assert torch.equal(evaluation[:10, 0], torch.tensor([vocabulary.class_token(label) for label in range(10)]))
+    torch.manual_seed(0)
+    training = sequences(codes, labels, vocabulary, config, train=True)
+    dropped = training[:, 0] == vocabulary.null_class_token
+    sigma = (0.3 * 0.7 / 20_000) ** 0.5
+    assert abs(dropped.float().mean().item() - 0.3) < 4 * sigma  # 4 standard deviations of the binomial
+    assert torch.equal(training[~dropped, 0], evaluation[~dropped, 0])
+    none = sequences(codes, labels, vocabulary, PriorTrainConfig(tokenizer="t", class_conditional=True,
+                                                                 label_dropout=0.0), train=True)  # fmt: skip
+    assert torch.equal(none, evaluation)
+    unconditional = vocabulary_of(tiny_prior())
+    plain = sequences(codes, labels, unconditional, PriorTrainConfig(tokenizer="t"), train=True)
+    assert (plain[:, 0] == unconditional.begin_token).all()
+    assert (_prefixes(tiny_prior(), 3, None)[0] == unconditional.begin_token).all()
 
 
 def test_code_cache_is_reused_and_refused_for_another_tokenizer(tmp_path):

@@ -61,11 +61,14 @@ def test_sinkhorn_gradients_are_plan_and_potential():
     result = entropic_sinkhorn(cost, weights, epsilon=0.01, max_iterations=1000, tolerance=1e-5)
     result.cost.sum().backward()
     torch.testing.assert_close(cost.grad, result.plan)
-    # The code potential approaches the exact dual: same direction as POT's gradient w.r.t. weights.
+    # The code potential approaches the exact dual (POT's gradient w.r.t. the weights), up to the
+    # constant a potential is defined up to: regressed on it, slope within 5% of 1 (a gradient
+    # twice too large has slope 2). Measured here: slopes 0.997-1.001, correlations >= 0.9998.
     exact = exact_transport(cost.detach(), weights.detach())
     for index in range(4):
-        correlation = np.corrcoef(weights.grad[index].numpy(), exact.code_potential[index].numpy())[0, 1]
-        assert correlation > 0.95
+        ours, theirs = weights.grad[index].double().numpy(), exact.code_potential[index].double().numpy()
+        slope = np.cov(ours, theirs)[0, 1] / np.var(theirs, ddof=1)
+        assert abs(slope - 1) < 0.05 and np.corrcoef(ours, theirs)[0, 1] > 0.99, (index, slope)
 
 
 def test_sinkhorn_batched_equals_one_problem_at_a_time():
