@@ -161,6 +161,8 @@ def _load_raw(source: str) -> datasets.DatasetDict:
             raise ValueError(f"image folder {source!r} is empty; point data.source at a folder of images")
         else:
             raw = datasets.load_dataset("imagefolder", data_dir=str(folder))
+    elif source.startswith(("/", "./", "../", "~")) or folder.exists():  # a path, never a Hub id
+        raise ValueError(f"data.source={source!r}: no such folder; point it at a folder of images or a Hub data set id")
     else:
         raw = datasets.load_dataset(source)
     return raw if isinstance(raw, datasets.DatasetDict) else datasets.DatasetDict(train=raw)

@@ -75,7 +75,9 @@ class VQWAEPipeline:
         tokenizer = VQWAE.from_pretrained(folder / "tokenizer")
         prior = AutoModelForCausalLM.from_pretrained(folder / "prior")
         expected = config.get("tokenizer_id")
-        if expected and not is_identity_of(tokenizer, expected):
+        if not expected:
+            raise ValueError(f"{folder / PIPELINE_CONFIG} records no tokenizer_id; {fix}")
+        if not is_identity_of(tokenizer, expected):
             raise ValueError(
                 f"{folder}/tokenizer is not the tokenizer this pipeline was saved with (its identity changed); "
                 "the prior's codes would mean something else. Re-export the pipeline from prior/train.py"

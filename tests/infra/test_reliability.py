@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from infra.checkpointing import list_checkpoints, resolve_resume
+from infra.checkpointing import latest_step, list_checkpoints, resolve_resume
 from tests.helpers import ROOT, read_metrics, run_script
 from tokenizer import train as tokenizer_train
 
@@ -84,9 +84,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(stage, tmp_path, tiny_
     assert finish([*common, f"output_dir={straight}"]).returncode == 0
     process = start([*common, f"output_dir={killed}"])
     kill_after_checkpoint(process, killed, at_least=10)
+    # The kill landed mid-run: no final model, the newest checkpoint and the last logged step short
+    # of the end; the resumed run starts from that checkpoint.
+    key = "train/loss" if stage == "tokenizer" else "train/bits_per_code"
+    checkpoint = latest_step(killed)
+    assert not (killed / "final").exists() and 10 <= checkpoint < 60 and max(last_per_step(killed, key)) < 60
     resumed = finish([*common, f"output_dir={killed}", "resume=latest"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    key = "train/loss" if stage == "tokenizer" else "train/bits_per_code"
+    assert f"at step {checkpoint}" in resumed.stdout + resumed.stderr
     reference, after = last_per_step(straight, key), last_per_step(killed, key)
     assert sorted(after) == sorted(reference)
     assert [after[step] for step in sorted(after)] == pytest.approx(
@@ -152,15 +157,25 @@ def test_nonfinite_loss_can_skip_the_step(train, tmp_path, monkeypatch, capsys):
         (["data.source=/no/such/folder"], "no/such/folder"),
     ],
 )
-def test_bad_input_from_the_command_line_is_one_clear_line(args, message, tmp_path):
-    result = subprocess.run([sys.executable, "tokenizer/train.py", "--config", "configs/tokenizer/tiny.yaml",
-                             f"output_dir={tmp_path}", *args], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+def test_bad_input_from_the_command_line_is_one_clear_line(args, message, tmp_path, monkeypatch, capsys):
+    """In-process through run_cli, as `python tokenizer/train.py` runs it: exit 2, the message, no
+    traceback, nothing written."""
+    from infra.config import run_cli
+    from tests.helpers import reset_accelerate
+
+    monkeypatch.chdir(ROOT)
+    reset_accelerate()
+    argv = ["--config", "configs/tokenizer/tiny.yaml", f"output_dir={tmp_path / 'run'}", *args]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: tokenizer_train.main(argv))
+    reset_accelerate()
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in error and "Traceback" not in error, error
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_missing_config_file_from_the_command_line(tmp_path):
+    """One real subprocess (the script run by path, as users run it)."""
     result = subprocess.run([sys.executable, "prior/train.py", "--config", "configs/prior/nope.yaml"], cwd=ROOT,
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr

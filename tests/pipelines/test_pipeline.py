@@ -53,6 +53,19 @@ def test_the_three_output_types_hold_the_same_pixels(pipeline_dir):
         np.testing.assert_array_equal(np.asarray(image), expected)
 
 
+def test_a_pipeline_folder_without_the_tokenizer_identity_is_refused(pipeline_dir, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "pipeline"
+    shutil.copytree(pipeline_dir, copy)
+    config = json.loads((copy / "pipeline_config.json").read_text())
+    del config["tokenizer_id"]
+    (copy / "pipeline_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="pipeline_config.json records no tokenizer_id; export the pipeline again"):
+        VQWAEPipeline.from_pretrained(copy)
+
+
 def test_same_seed_same_images(pipeline_dir):
     pipe = VQWAEPipeline.from_pretrained(pipeline_dir)
     first = pipe(n=4, generator=torch.Generator().manual_seed(3), output_type="np", progress=False).images

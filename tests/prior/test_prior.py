@@ -46,6 +46,14 @@ def test_prior_must_match_the_tokenizer(tokenizer_dir):
         check_matches_tokenizer(tiny_prior(codebook_size=64), tokenizer)
     with pytest.raises(ValueError, match="trained on the codes of tokenizer"):
         check_matches_tokenizer(tiny_prior(), tokenizer, tokenizer_id="another-tokenizer")
+    other_grid = build_prior(PriorModelConfig(num_layers=1, num_heads=2, hidden_size=32),
+                             CodeVocabulary(32, 8, 8), "tokenizer-id")  # fmt: skip
+    with pytest.raises(ValueError, match="generates 8x8 code grids but the tokenizer makes 4x4"):
+        check_matches_tokenizer(other_grid, tokenizer)
+    anonymous = tiny_prior()
+    anonymous.config.vqwae["tokenizer_id"] = ""
+    with pytest.raises(ValueError, match="records no tokenizer identity"):
+        check_matches_tokenizer(anonymous, tokenizer, tokenizer_id="any")
 
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
