@@ -1,0 +1,168 @@
+"""The numbers README.md and BENCHMARKS.md's summary print, against the results JSON the
+benchmarks wrote (benchmarks/results/): a stale or mistyped figure fails here. The few numbers
+whose run left no JSON record carry a dagger (†) in the docs, saying so."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.helpers import ROOT
+
+RESULTS = ROOT / "benchmarks" / "results"
+README = (ROOT / "README.md").read_text()
+SUMMARY = (ROOT / "BENCHMARKS.md").read_text().split("## Summary", 1)[1].split("\n## ", 1)[0]
+
+# Numbers without a JSON record, as printed: each must carry the dagger wherever it appears.
+UNRECORDED = ["3.94", "3.42", "30 minutes", "30 min", "+0.7 to +1.5%", "2.19x"]
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def table(header: str) -> dict[str, list[str]]:
+    """README table whose header row starts with `header`: {first cell: the other cells}, bold
+    marks removed."""
+    lines = README[README.index(f"| {header}") :].splitlines()
+    rows = {}
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip().replace("**", "") for cell in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def spread(stats: dict, values: list[float] | None = None) -> str:
+    low, high = (min(values), max(values)) if values else (stats["min"], stats["max"])
+    return f"{stats['mean']:.2f} ({low:.2f}-{high:.2f})"
+
+
+STEPS_1500 = {"VQ-WAE (ours)": "vq-wae-dual20-c8", "FSQ": "fsq", "VQ-VAE (ours, same backbone)": "vq-vae",
+              "VQ-EMA (k-means, dead-code expiry)": "vq-ema"}  # fmt: skip
+CURVES = {"vq-wae-dual20-c8": "vq-wae", "fsq": "fsq", "vq-vae": "vq-vae", "vq-ema": "vq-ema"}
+
+
+def expected_1500() -> dict[str, list[str]]:
+    summary = load("compare-mnist-1500-dual-default.json")["summary"]
+    timing = load("compare-mnist-1500-curves.json")["step_time"]  # the four side by side in one run
+    rows = {}
+    for label, name in STEPS_1500.items():
+        stats = summary[name]
+        rows[label] = [spread(stats["psnr"]), f"{stats['ssim']['mean']:.3f}", f"{stats['rfid']['mean']:.2f}",
+                       f"{stats['perplexity']['mean']:.1f}", f"{stats['codes_used']['mean']:.0f}",
+                       f"{timing[CURVES[name]]['ratio']:.2f}x"]  # fmt: skip
+    return rows
+
+
+def expected_10_epochs() -> dict[str, list[str]]:
+    summary = load("compare-mnist-10ep-dual-default.json")["summary"]
+    rows = {}
+    for label, name in (("VQ-WAE (ours)", "vq-wae (default now)"), ("FSQ", "fsq")):
+        stats = summary[name]
+        rows[label] = [spread(stats["psnr"], stats["psnr"]["by_seed"]), f"{stats['ssim']['mean']:.3f}",
+                       f"{stats['rfid']['mean']:.2f}", f"{stats['perplexity']['mean']:.1f}",
+                       f"{stats['codes_used']['mean']:.0f}"]  # fmt: skip
+    return rows
+
+
+def generation() -> dict[str, str]:
+    gpu = load("gpu-prior-h100-2026-11-27.json")
+    cpu = load("gfid-mnist-10ep-cpu.json")["settings"]
+    gpu_fid = gpu["gfid_of_call_2"]["settings"]
+    return {
+        "gpu_unconditional": f"{gpu_fid['unconditional']['fid']['10000']:.2f}",
+        "gpu_conditional": f"{gpu_fid['class-conditional g=1']['fid']['10000']:.2f}",
+        "gpu_minutes": f"{gpu['call_2']['train_minutes']:.1f}",
+        "cpu_unconditional": f"{cpu['unconditional']['fid']['10000']:.2f}",
+        "cpu_conditional": f"{cpu['class-conditional g=1.5']['fid']['10000']:.2f}",
+    }
+
+
+def quickstart() -> dict[str, str]:
+    record = load("quickstart-fresh-clone-6763950.json")
+    digits = record["summary"]["digits"]
+    return {
+        "minutes": f"{record['summary']['minutes']:.1f}",
+        "install": f"{record['install_seconds'] / 60:.1f}",
+        "accuracy": f"{100 * digits['class_conditional']['accuracy']:.1f}%",
+        "worst": f"{100 * digits['class_conditional']['worst_class']:.0f}%",
+        "recognisable": f"{100 * digits['unconditional']['recognisable']:.1f}%",
+        "fid": f"{record['summary']['fid']['fid']:.1f}",
+    }
+
+
+def test_the_1500_step_table_is_its_json():
+    assert table("tokenizer, 1,500 steps") == expected_1500()
+    vqvae_ms = load("compare-mnist-1500-curves.json")["step_time"]["vq-vae"]["step_ms"]
+    assert f"(VQ-VAE {vqvae_ms:.0f} ms)" in README
+
+
+def test_the_10_epoch_table_is_its_json():
+    rows = table("tokenizer, 10 epochs")
+    expected = expected_10_epochs()
+    assert {label: rows[label] for label in expected} == expected
+    seeds = load("compare-mnist-10ep-dual-default.json")["summary"]
+    assert f"seed 0 reaches the paper's 100-epoch PSNR ({seeds['vq-wae (default now)']['psnr']['by_seed'][0]:.2f} dB)" in (
+        " ".join(README.split())
+    )
+    before = seeds["vq-wae-before (25 Sinkhorn iterations, no dual steps)"]["psnr"]["by_seed"][0]
+    assert f"the recipe before the dual steps, {before:.2f} dB" in README
+    low = seeds["vq-wae (default now)"]["perplexity"]["mean"]
+    high = load("compare-mnist-1500-dual-default.json")["summary"]["vq-wae-dual20-c8"]["perplexity"]["mean"]
+    assert f"our perplexity ({low:.0f}-{high:.0f})" in " ".join(README.split())
+
+
+def test_the_generation_table_is_its_json():
+    rows = table("generation (tokenizer")
+    numbers = generation()
+    gpu = next(cells for label, cells in rows.items() if label.startswith("GPU prior"))
+    cpu = next(cells for label, cells in rows.items() if label.startswith("CPU prior"))
+    assert gpu[0] == numbers["gpu_unconditional"] and gpu[1].startswith(numbers["gpu_conditional"] + " ")
+    assert cpu[0] == numbers["cpu_unconditional"] and cpu[1] == f"{numbers['cpu_conditional']} (guidance 1.5)"
+    assert f"{numbers['gpu_minutes']} minutes on one H100" in README
+
+
+def test_the_quickstart_paragraph_is_its_json():
+    numbers = quickstart()
+    text = " ".join(README.split())
+    assert f"({numbers['minutes']} minutes after a {numbers['install']}-minute install" in text
+    assert f"{numbers['accuracy']} of class-conditional samples are read as the asked digit (worst class {numbers['worst']})" in text.replace("**", "")
+    assert f"{numbers['recognisable']} of unconditional samples are recognisable, gFID {numbers['fid']} on 500" in text.replace("**", "")
+
+
+def test_the_benchmarks_summary_is_its_json():
+    text = " ".join(SUMMARY.replace("**", "").split())
+    rows = expected_1500()
+    wae, fsq, vae, ema = (rows[label] for label in STEPS_1500)
+    for number in (wae[0].split()[0], fsq[0].split()[0], vae[0].split()[0], ema[0].split()[0],  # PSNR
+                   wae[3], fsq[3], vae[3], ema[3], wae[4], f"({vae[4]} codes)",  # code use
+                   wae[2], fsq[2], vae[2], ema[2]):  # rFID  # fmt: skip
+        assert number in text, number
+    ten = expected_10_epochs()
+    assert f"VQ-WAE {ten['VQ-WAE (ours)'][0].split()[0]} dB / rFID {ten['VQ-WAE (ours)'][2]}" in text
+    assert f"FSQ {ten['FSQ'][0].split()[0]} / {ten['FSQ'][2]}" in text
+    numbers = generation()
+    assert f"unconditional {numbers['gpu_unconditional']} (paper 8.17); class-conditional {numbers['gpu_conditional']}" in text
+    assert f"unconditional {numbers['cpu_unconditional']}; class-conditional {numbers['cpu_conditional']}" in text
+    ratios = load("step-ratio-cpu-dual-candidates.json")  # the recipe's CPU step ratio, run after run
+    measured = [ratios[run]["vq-wae-10it-dual20-c8"]["ratio"] for run in ("run_1_60_rounds", "run_2_100_rounds")]
+    measured.append(load("compare-mnist-1500-curves.json")["step_time"]["vq-wae"]["ratio"])
+    assert f"{min(measured):.2f}-{max(measured):.2f}x (CPU, {len(measured)} runs)" in text
+    quick = quickstart()
+    for number in (f"{quick['minutes']} minutes", quick["accuracy"], f"worst class {quick['worst']}",
+                   quick["recognisable"], f"gFID {quick['fid']} on 500"):  # fmt: skip
+        assert number in text, number
+
+
+@pytest.mark.parametrize("where", ["README.md", "summary"])
+def test_numbers_without_a_record_carry_the_dagger(where):
+    text = (README if where == "README.md" else SUMMARY).replace("**", "")
+    for number in UNRECORDED:
+        for match in re.finditer(r"(?<![\d.])" + re.escape(number) + r"(?![\w.])", text):
+            assert text[match.end()] == "†", (
+                f"{where}: {number!r} has no JSON record and no dagger: ...{text[match.start() - 40 : match.end() + 20]}"
+            )
