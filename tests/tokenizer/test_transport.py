@@ -254,6 +254,9 @@ def test_check_of_a_semi_relaxed_solve_against_its_exact_problem(dense_plan):
     ]  # fmt: skip
     assert good.solver_cost == pytest.approx(np.mean(by_hand), rel=1e-6)
     assert converged.code_relaxation[0].item() == pytest.approx(cost[0].amin(0).mean().item(), rel=1e-5)
+    # Measured (this problem, both plan forms): converged bound gap 1.5e-4, relative gap 8.9e-4,
+    # marginal error 0.037 against a one-hot floor of 0.036; 3 rough iterations: gap 0.0147 (16x),
+    # marginal error 0.129 (3.5x). The bounds leave about 1.1x-3x of room around those.
     assert 0 <= good.exact_bound_gap < 1e-3 and -1e-6 <= good.relative_gap < 1e-3 and good.marginal_error < 0.05
     assert bad.relative_gap > 10 * good.relative_gap and bad.marginal_error > 2 * good.marginal_error
     # A converged solve rounds like the exact potential: its one-hot marginal is as far from the optimum.
@@ -274,6 +277,9 @@ def test_dual_steps_bring_the_cells_towards_the_exact_optimum(relaxation):
         for steps in (0, 20, 80)
     }
     checks = [check_against_exact(cost, weights, result) for result in solved.values()]
+    # Measured: marginal error 0.315 > 0.292 > 0.260 (balanced), 0.130 > 0.098 > 0.075 (semi-relaxed);
+    # semi-relaxed gap 2.24% > 1.21% > 0.71%. The order is the claim; the 2% and 1% bounds are the
+    # docstring's numbers with room.
     assert checks[0].marginal_error > checks[1].marginal_error > checks[2].marginal_error
     if relaxation:
         assert (
