@@ -166,3 +166,34 @@ def test_numbers_without_a_record_carry_the_dagger(where):
             assert text[match.end()] == "†", (
                 f"{where}: {number!r} has no JSON record and no dagger: ...{text[match.start() - 40 : match.end() + 20]}"
             )
+
+
+def test_appendix_commits_are_the_ones_git_records():
+    """Each results file the appendix annotates "(added in `X`)" was added by commit X, and each
+    "First recorded in commit `X`" is a commit whose BENCHMARKS.md first held the section's first
+    table row (git log -S): the commit that reruns the section's commands as printed."""
+    import subprocess
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("no git history here")
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+
+    appendix = (ROOT / "BENCHMARKS.md").read_text().split("# Appendix: the history of the choices", 1)[1]
+    added = re.findall(r"`(?:benchmarks/results/)?([\w.-]+\.json)` \(added in `([0-9a-f]{7})`\)", appendix)
+    assert len(added) >= 10
+    for name, commit in added:
+        assert git("log", "--diff-filter=A", "--format=%h", "--", f"benchmarks/results/{name}") == [commit], name
+    sections = re.split(r"(?m)^## (?=A\d+\.)", appendix)[1:]
+    recorded = 0
+    for section in sections:
+        match = re.search(r"First recorded in commit `([0-9a-f]{7})`", section)
+        if not match:
+            continue
+        row = next(line for line in section.splitlines() if line.startswith("| ") and re.search(r"\d", line)
+                   and not set(line) <= set("|- "))  # fmt: skip
+        first = git("log", "--reverse", "--format=%h", "-S", row[:60], "--", "BENCHMARKS.md")[0]
+        assert first == match[1], section.splitlines()[0]
+        recorded += 1
+    assert recorded >= 10
