@@ -167,11 +167,13 @@ def evaluate_run(config: TokenizerTrainConfig, split: str, rfid_n: int, max_batc
 
 
 # What the curves figure shows, from the run's metrics.jsonl: {curve name: logged key}.
-CURVES = {"psnr": "validation/psnr", "perplexity": "validation/perplexity", "ot_gap": "ot_check/relative_gap"}
+CURVES = {"psnr": "validation/psnr", "perplexity": "validation/perplexity", "ot_gap": "ot_check/relative_gap",
+          "ot_marginal": "ot_check/marginal_error", "ot_marginal_floor": "ot_check/marginal_floor"}
 
 
 def training_curves(logs: list[dict]) -> dict[str, dict[int, float]]:
-    """Validation PSNR and perplexity, and the OT gap where `ot_check_every` logged it, by step."""
+    """Validation PSNR and perplexity, and where `ot_check_every` logged them the OT gap and the
+    code marginal's L1 error with its one-hot floor, by step."""
     return {name: {row["step"]: row[key] for row in logs if key in row} for name, key in CURVES.items()}
 
 
