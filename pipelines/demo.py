@@ -86,24 +86,24 @@ class Demo:
 
     def generate(self, label: str, guidance: float, temperature: float, top_k: int, seed: int, count: int):
         try:
-            if label not in self.class_choices and not (label != UNCONDITIONAL and not self.pipe.num_classes):
-                raise ValueError(f"class must be one of {self.class_choices}, got {label!r}")
             if label != UNCONDITIONAL and not self.pipe.num_classes:
                 raise ValueError(f"this prior is unconditional: choose '{UNCONDITIONAL}', not class {label}")
+            if label not in self.class_choices:
+                raise ValueError(f"class must be one of {self.class_choices}, got {label!r}")
             if label == UNCONDITIONAL and guidance != 1.0:
                 raise ValueError("guidance needs a class: pick a class, or set the guidance scale to 1")
             count, seed = whole_number("images", count, 1, MAX_IMAGES), whole_number("seed", seed, 0, 2**63 - 1)
             top_k = whole_number("top-k", top_k, 0, self.codebook_size)
             output = self.pipe(
-                n=int(count), class_labels=None if label == UNCONDITIONAL else int(label),
-                guidance_scale=float(guidance), temperature=float(temperature), top_k=int(top_k),
-                generator=torch.Generator().manual_seed(int(seed)), output_type="pt", progress=False,
+                n=count, class_labels=None if label == UNCONDITIONAL else int(label),
+                guidance_scale=float(guidance), temperature=float(temperature), top_k=top_k,
+                generator=torch.Generator().manual_seed(seed), output_type="pt", progress=False,
             )  # fmt: skip
         except ValueError as error:
             return None, None, f"**Error:** {error}"
         except Exception as error:  # the page shows a message, never a traceback
             return None, None, f"**Error:** unexpected {type(error).__name__}: {error}"
-        message = f"{int(count)} sample(s), class {label}, guidance {guidance}, seed {int(seed)}"
+        message = f"{count} sample(s), class {label}, guidance {guidance}, seed {seed}"
         return grid_image(output.images), code_map(output.codes[0], self.codebook_size), message
 
     def prepare(self, image: Image.Image) -> tuple[torch.Tensor, list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from infra.data import to_unit_range
@@ -62,9 +62,9 @@ def _read_cache(path: Path) -> tuple[dict, dict] | None:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), "pt") as handle:
+        with safe_open(str(path), "pt") as handle:  # one read: the metadata and the tensors
             meta = handle.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         if set(tensors) != {"codes", "labels"} or len(tensors["codes"]) != len(tensors["labels"]):
             raise ValueError(f"holds {sorted(tensors)} instead of codes and labels of one length")
     except (SafetensorError, OSError, ValueError) as error:

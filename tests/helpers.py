@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from infra.training import read_metrics  # noqa: F401 - the tests read metrics.jsonl as every reader does
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -17,10 +19,6 @@ def reset_accelerate() -> None:
     PartialState._reset_state()
 
 
-def read_metrics(output_dir: Path) -> list[dict]:
-    from infra.training import read_metrics as read
-
-    return read(output_dir)
 
 
 def free_port() -> int:

@@ -137,6 +137,14 @@ def pipeline_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def pipe(pipeline_dir):
+    """The pipeline the call tests share, loaded once."""
+    from pipelines import VQWAEPipeline
+
+    return VQWAEPipeline.from_pretrained(pipeline_dir)
+
+
 SAMPLE_BAD = {
     "--n": non_positive_int(),
     "--per-class": non_positive_int(),
@@ -223,11 +231,7 @@ CALL_BAD = {
 
 @EXAMPLES
 @given(data=st.data())
-def test_the_pipeline_call_refuses_bad_values(data, pipeline_dir):
-    from pipelines import VQWAEPipeline
-
-    pipe = _pipeline(pipeline_dir)
-    assert isinstance(pipe, VQWAEPipeline)
+def test_the_pipeline_call_refuses_bad_values(data, pipe):
     name = data.draw(st.sampled_from(list(CALL_BAD)))
     value = data.draw(CALL_BAD[name])
     arguments = {"n": 2, "progress": False, name: value}
@@ -240,8 +244,8 @@ def test_the_pipeline_call_refuses_bad_values(data, pipeline_dir):
 
 @EXAMPLES
 @given(data=st.data())
-def test_encode_and_decode_refuse_bad_tensors(data, pipeline_dir):
-    tokenizer = _pipeline(pipeline_dir).tokenizer
+def test_encode_and_decode_refuse_bad_tensors(data, pipe):
+    tokenizer = pipe.tokenizer
     kind = data.draw(st.sampled_from(["images", "codes"]))
     if kind == "images":
         shape = data.draw(st.sampled_from([(1, 16, 16), (2, 3, 16, 16), (2, 1, 15, 16), (2, 1, 16, 18), (1, 1, 1, 16, 16)]))
@@ -260,13 +264,3 @@ def test_encode_and_decode_refuse_bad_tensors(data, pipeline_dir):
             tokenizer.decode(torch.full(shape, low, dtype=dtype))
     assert "\n" not in str(error.value), str(error.value)
 
-
-_PIPELINES: dict = {}
-
-
-def _pipeline(folder):
-    from pipelines import VQWAEPipeline
-
-    if folder not in _PIPELINES:
-        _PIPELINES[folder] = VQWAEPipeline.from_pretrained(folder)
-    return _PIPELINES[folder]

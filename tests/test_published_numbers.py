@@ -46,27 +46,22 @@ STEPS_1500 = {"VQ-WAE (ours)": "vq-wae-dual20-c8", "FSQ": "fsq", "VQ-VAE (ours, 
 CURVES = {"vq-wae-dual20-c8": "vq-wae", "fsq": "fsq", "vq-vae": "vq-vae", "vq-ema": "vq-ema"}
 
 
+def cells(stats: dict, psnr_by_seed: list[float] | None = None) -> list[str]:
+    """A tokenizer's row as the README prints it: PSNR mean (min-max), SSIM, rFID, perplexity, codes used."""
+    return [spread(stats["psnr"], psnr_by_seed), f"{stats['ssim']['mean']:.3f}", f"{stats['rfid']['mean']:.2f}",
+            f"{stats['perplexity']['mean']:.1f}", f"{stats['codes_used']['mean']:.0f}"]  # fmt: skip
+
+
 def expected_1500() -> dict[str, list[str]]:
     summary = load("compare-mnist-1500-dual-default.json")["summary"]
     timing = load("compare-mnist-1500-curves.json")["step_time"]  # the four side by side in one run
-    rows = {}
-    for label, name in STEPS_1500.items():
-        stats = summary[name]
-        rows[label] = [spread(stats["psnr"]), f"{stats['ssim']['mean']:.3f}", f"{stats['rfid']['mean']:.2f}",
-                       f"{stats['perplexity']['mean']:.1f}", f"{stats['codes_used']['mean']:.0f}",
-                       f"{timing[CURVES[name]]['ratio']:.2f}x"]  # fmt: skip
-    return rows
+    return {label: [*cells(summary[name]), f"{timing[CURVES[name]]['ratio']:.2f}x"] for label, name in STEPS_1500.items()}
 
 
 def expected_10_epochs() -> dict[str, list[str]]:
     summary = load("compare-mnist-10ep-dual-default.json")["summary"]
-    rows = {}
-    for label, name in (("VQ-WAE (ours)", "vq-wae (default now)"), ("FSQ", "fsq")):
-        stats = summary[name]
-        rows[label] = [spread(stats["psnr"], stats["psnr"]["by_seed"]), f"{stats['ssim']['mean']:.3f}",
-                       f"{stats['rfid']['mean']:.2f}", f"{stats['perplexity']['mean']:.1f}",
-                       f"{stats['codes_used']['mean']:.0f}"]  # fmt: skip
-    return rows
+    return {label: cells(summary[name], summary[name]["psnr"]["by_seed"])
+            for label, name in (("VQ-WAE (ours)", "vq-wae (default now)"), ("FSQ", "fsq"))}  # fmt: skip
 
 
 def generation() -> dict[str, str]:

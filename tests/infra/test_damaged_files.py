@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from infra import fid_score
 from infra.files import DamagedFileError, check_safetensors, read_json
+from pipelines import VQWAEPipeline
 from tests.readme_fixtures import tiny_pipeline
 
 FIX = "make it again"
@@ -97,7 +98,7 @@ def test_a_damaged_tokenizer_folder_is_named_by_the_evaluate_cli(pipeline_dir, c
 def test_a_damaged_code_cache_is_encoded_again(damage, pipeline_dir, tmp_path):
     from prior.codes import load_or_encode
 
-    tokenizer = pytest.importorskip("pipelines").VQWAEPipeline.from_pretrained(pipeline_dir).tokenizer
+    tokenizer = VQWAEPipeline.from_pretrained(pipeline_dir).tokenizer
     split = [{"pixel_values": torch.randint(0, 256, (1, 16, 16), dtype=torch.uint8), "label": i % 10} for i in range(6)]
     first = load_or_encode(tmp_path / "codes", "train", tokenizer, split, batch_size=4)
     cache = tmp_path / "codes" / "train.safetensors"
@@ -113,7 +114,7 @@ def test_a_damaged_code_cache_is_encoded_again(damage, pipeline_dir, tmp_path):
 def test_a_code_cache_of_another_split_is_refused_not_rebuilt(pipeline_dir, tmp_path):
     from prior.codes import load_or_encode
 
-    tokenizer = pytest.importorskip("pipelines").VQWAEPipeline.from_pretrained(pipeline_dir).tokenizer
+    tokenizer = VQWAEPipeline.from_pretrained(pipeline_dir).tokenizer
     split = [{"pixel_values": torch.zeros(1, 16, 16, dtype=torch.uint8), "label": 0} for _ in range(2)]
     load_or_encode(tmp_path / "codes", "train", tokenizer, split)
     (tmp_path / "codes" / "train.safetensors").rename(tmp_path / "codes" / "validation.safetensors")
