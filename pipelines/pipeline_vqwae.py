@@ -21,6 +21,7 @@ from prior.export import PIPELINE_CONFIG, save_pipeline_folder
 from prior.model import check_matches_tokenizer, vocabulary_of
 from prior.sampling import sample_codes
 from tokenizer.model import VQWAE
+from tokenizer.quantizers import is_integer_dtype
 
 
 @dataclass
@@ -169,7 +170,7 @@ class VQWAEPipeline:
     def decode(self, codes: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
         """Code grids (n, h, w) -> images (n, C, H, W) in [0, 1] on the CPU, `batch_size` at a time;
         also for codes sampled elsewhere (benchmarks/gpu/gpu_prior.py samples them on a GPU)."""
-        if codes.dim() != 3 or codes.dtype.is_floating_point:
+        if codes.dim() != 3 or not is_integer_dtype(codes.dtype):
             raise ValueError(f"codes must be integer code grids (n, h, w), got {tuple(codes.shape)} {codes.dtype}")
         images = []
         for start in tqdm(range(0, len(codes), batch_size), desc="decode", disable=not progress, leave=False):

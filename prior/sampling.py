@@ -15,6 +15,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from tokenizer.quantizers import is_integer_dtype
+
 from .model import vocabulary_of
 
 
@@ -44,7 +46,7 @@ def _prefixes(prior: PreTrainedModel, n: int, class_labels) -> tuple[torch.Tenso
             )
         class_labels = labels_per_class(vocabulary.num_classes, n // vocabulary.num_classes)
     labels = torch.as_tensor(class_labels).reshape(-1)
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+    if not is_integer_dtype(labels.dtype):
         raise ValueError(f"class_labels must be integer class indices, got {class_labels!r} ({labels.dtype})")
     if labels.numel() == 1:
         labels = labels.expand(n)

@@ -264,3 +264,17 @@ def test_encode_and_decode_refuse_bad_tensors(data, pipe):
             tokenizer.decode(torch.full(shape, low, dtype=dtype))
     assert "\n" not in str(error.value), str(error.value)
 
+
+
+@pytest.mark.parametrize("decode", ["tokenizer", "pipeline"])
+def test_decode_takes_every_integer_dtype_and_refuses_bool(decode, pipe):
+    """The tokenizer's and the pipeline's decode share one code check: bool grids (integral to
+    torch, never codes) are refused by both (the pipeline used to cast them to codes 0/1), and
+    every integer dtype decodes the same images as int64."""
+    call = pipe.tokenizer.decode if decode == "tokenizer" else pipe.decode
+    codes = torch.randint(0, 2, (2, 4, 4), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="integer code grids"):
+        call(codes.bool())
+    expected = call(codes)
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        torch.testing.assert_close(call(codes.to(dtype)), expected, rtol=0, atol=0)

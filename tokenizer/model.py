@@ -15,7 +15,7 @@ from infra.files import check_saved_model
 from . import legacy
 from .baseline_quantizers import FiniteScalarQuantizer, FSQConfig, LibraryVectorQuantizer, VQEMAConfig
 from .networks import Decoder, Encoder
-from .quantizers import QuantizerOutput, VectorQuantizer, WassersteinQuantizer
+from .quantizers import QuantizerOutput, VectorQuantizer, WassersteinQuantizer, is_integer_dtype
 from .transport import TransportConfig
 
 
@@ -177,9 +177,9 @@ class VQWAE(
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) long -> images (B, C, h*downsample, w*downsample)."""
-        if codes.dim() != 3 or codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
+        if codes.dim() != 3 or not is_integer_dtype(codes.dtype):
             raise ValueError(f"codes must be integer code grids (B, h, w), got shape {tuple(codes.shape)} {codes.dtype}")
-        return self.decoder(self.quantizer.embed(codes))
+        return self.decoder(self.quantizer.embed(codes.long()))
 
     def forward(self, images: torch.Tensor) -> VQWAEOutput:
         self._check_images(images)

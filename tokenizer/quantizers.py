@@ -54,6 +54,11 @@ def squared_distances(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Te
     )
 
 
+def is_integer_dtype(dtype: torch.dtype) -> bool:
+    """True for the integer dtypes (bool, although integral in torch, is refused as a code or label)."""
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
 def check_codes(codes: torch.Tensor, codebook_size: int) -> None:
     """Raise a `ValueError` naming the range when `codes` fall outside [0, codebook_size)."""
     if codes.min() < 0 or codes.max() >= codebook_size:
