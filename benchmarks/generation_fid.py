@@ -10,6 +10,9 @@ Every setting's samples and Inception features are saved under OUT as they are m
 tables are rewritten after each one, so a stopped run resumes where it stopped. A count m below
 N takes the first m unconditional samples, or the first m / num_classes samples of every class.
 --floor adds the tokenizer's own rFID: its reconstructions of the same reference images.
+Sampling is plain by default (temperature 1, no top-k / top-p, unconditional samples from the
+null class): the standard gFID, comparable across pipelines; `--sampling pipeline` uses the
+sampling defaults the pipeline chose on validation (pipeline_config.json). The report records which.
 Writes OUT/results.json, OUT/results.md, OUT/figures/gfid-vs-samples.png, and a grid per setting, OUT/grid-<setting>.png:
 the first (up to) 10 samples of every class, a row each, or the first 100 unconditional samples.
 """
@@ -54,6 +57,10 @@ def sample_images(pipe: VQWAEPipeline, n: int, seed: int, batch_size: int, chann
     generator = torch.Generator().manual_seed(seed)
     images = pipe(n=n, generator=generator, batch_size=batch_size, output_type="pt", **sampling).images
     return as_uint8_rgb(images)[:, :channels]
+
+
+# The standard gFID draw: the model's own distribution, nothing truncated or reweighted.
+PLAIN_SAMPLING = dict(temperature=1.0, top_k=0, unconditional="null_class")
 
 
 def setting_name(guidance_scale: float | None) -> str:
@@ -146,6 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--codes", type=Path, default=None,
                         help="score code grids sampled elsewhere (DIR/codes-<setting>.pt of benchmarks/gpu/gpu_prior.py), "
                              "decoded with the pipeline's tokenizer, instead of sampling the pipeline's prior")  # fmt: skip
+    parser.add_argument("--sampling", choices=["plain", "pipeline"], default="plain",
+                        help="plain: temperature 1, no top-k/top-p, unconditional from the null class (default); "
+                             "pipeline: the sampling defaults the pipeline chose on validation")  # fmt: skip
     args = parser.parse_args(argv)
     counts = sorted({count for count in args.counts if count <= args.n} | {args.n})
     if min(counts) < 2:
@@ -175,6 +185,10 @@ def main(argv: list[str] | None = None) -> dict:
                   reference_n=reference_n, extractor=f"inception-v3-compat ({weights.name})", seed=args.seed,
                   device=torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)",
                   settings={})  # fmt: skip
+    # Plain sampling is passed explicitly; the pipeline's defaults apply to whatever is left open.
+    sampling = dict(PLAIN_SAMPLING) if args.sampling == "plain" else {}
+    if args.codes is None:
+        report["sampling"] = dict(mode=args.sampling, **(sampling or pipe.sampling_defaults))
     if args.codes is not None:
         if not args.codes.is_dir():
             parser.error(f"--codes {args.codes}: no such folder")
@@ -189,7 +203,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. Each setting: samples, their features, FID at every count. A resumed setting keeps the
     # minutes its files took when they were made (None if that record is gone), not the load time.
-    previous = json.loads((out / "results.json").read_text())["settings"] if (out / "results.json").is_file() else {}
+    previous_report = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    if previous_report and previous_report.get("sampling") != report.get("sampling"):
+        parser.error(
+            f"{out} holds samples drawn with sampling {previous_report.get('sampling')}, not {report.get('sampling')}: "
+            "give another --out (or the same --sampling)"
+        )
+    previous = previous_report.get("settings", {})
     for name, scale in settings.items():
         tag = setting_tag(scale)
         resumed = [(out / f"{kind}-{tag}.pt").is_file() for kind in ("samples", "features")]
@@ -198,9 +218,9 @@ def main(argv: list[str] | None = None) -> dict:
             images = cached(out / f"samples-{tag}.pt", decoded_codes, pipe, args.codes, scale, args.n, channels,
                             args.batch_size)  # fmt: skip
         else:
-            sampling = {} if scale is None else dict(class_labels="each", guidance_scale=scale)
+            labels = {} if scale is None else dict(class_labels="each", guidance_scale=scale)
             images = cached(out / f"samples-{tag}.pt", sample_images, pipe, args.n, args.seed, args.batch_size,
-                            channels, **sampling)  # fmt: skip
+                            channels, **sampling, **labels)  # fmt: skip
         sampled = time.monotonic()
         features = cached(out / f"features-{tag}.pt", inception_features, images, extractor, args.inception_batch_size,
                           desc=name)  # fmt: skip

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import device_name, time_side_by_side
-from benchmarks.generation_fid import setting_tag
+from benchmarks.generation_fid import PLAIN_SAMPLING, setting_tag
 from infra.config import load_config
 from infra.training import read_metrics
 from pipelines import VQWAEPipeline
@@ -85,17 +85,18 @@ def validation_curve(metrics_file: Path) -> list[dict]:
 
 def sample_settings(pipe: VQWAEPipeline, scales: list[float | None], n: int, seed: int, batch_size: int,
                     out: Path, deadline: float, results: dict) -> None:  # fmt: skip
-    """Sample every setting while time is left; each one's codes are saved as soon as made, in the
-    form generation_fid.py --codes reads."""
+    """Sample every setting while time is left, plainly (generation_fid's default: temperature 1,
+    no top-k, the null class); each one's codes are saved as soon as made, in the form
+    generation_fid.py --codes reads."""
     for scale in scales:
         if time.monotonic() > deadline:
             results["sampling"][setting_tag(scale)] = "skipped: deadline"
             continue
         started = time.monotonic()
-        sampling = {} if scale is None else dict(class_labels="each", guidance_scale=scale)
+        labels = {} if scale is None else dict(class_labels="each", guidance_scale=scale)
         generator = torch.Generator().manual_seed(seed)
         codes = pipe(n=n, generator=generator, batch_size=batch_size, output_type="pt", progress=False,
-                     **sampling).codes  # fmt: skip
+                     **PLAIN_SAMPLING, **labels).codes  # fmt: skip
         payload = dict(codes=codes.to(torch.int16).cpu(), guidance_scale=scale, seed=seed, n=n,
                        num_classes=pipe.num_classes, tokenizer_id=pipe.tokenizer_id, sampled_on=device_name())  # fmt: skip
         torch.save(payload, out / f"codes-{setting_tag(scale)}.pt")

@@ -90,3 +90,37 @@ def test_bad_arguments_are_clear(pipeline_dir, tmp_path, capsys, extra, message)
     with pytest.raises(SystemExit):
         generation_fid.main(["--pipeline", str(pipeline_dir), "--out", str(tmp_path), "--n", "10", *extra])
     assert message in capsys.readouterr().err
+
+
+def test_sampling_is_plain_unless_asked_and_recorded(pipeline_dir, tmp_path):
+    """A pipeline whose sweep chose truncated sampling (temperature 0.5, top-k 5, unconditional
+    through the classes) is still scored on plain samples by default (temperature 1, no top-k,
+    the null class: comparable across pipelines); --sampling pipeline takes its defaults; the
+    report records which, and an OUT drawn one way is not resumed the other."""
+    import json
+    import shutil
+
+    folder = tmp_path / "swept"
+    shutil.copytree(pipeline_dir, folder)
+    config = json.loads((folder / "pipeline_config.json").read_text())
+    config["sampling"] = dict(temperature=0.5, top_k=5, unconditional="classes", unconditional_guidance_scale=2.0)
+    (folder / "pipeline_config.json").write_text(json.dumps(config))
+    pipe = VQWAEPipeline.from_pretrained(folder)
+
+    def draw(**sampling):
+        images = pipe(n=10, generator=torch.Generator().manual_seed(0), output_type="pt", progress=False, **sampling)
+        return as_uint8_rgb(images.images)[:, :1]
+
+    common = ["--pipeline", str(folder), "--n", "10", "--counts", "10", "--guidance-scales", "--batch-size", "8"]
+    plain = generation_fid.main([*common, "--out", str(tmp_path / "plain")])
+    assert plain["sampling"] == dict(mode="plain", temperature=1.0, top_k=0, unconditional="null_class")
+    saved = torch.load(tmp_path / "plain" / "samples-unconditional.pt")
+    assert torch.equal(saved, draw(temperature=1.0, top_k=0, unconditional="null_class"))
+    assert not torch.equal(saved, draw())
+
+    chosen = generation_fid.main([*common, "--out", str(tmp_path / "chosen"), "--sampling", "pipeline"])
+    assert chosen["sampling"] == dict(mode="pipeline", **config["sampling"])
+    assert torch.equal(torch.load(tmp_path / "chosen" / "samples-unconditional.pt"), draw())
+
+    with pytest.raises(SystemExit):
+        generation_fid.main([*common, "--out", str(tmp_path / "plain"), "--sampling", "pipeline"])
