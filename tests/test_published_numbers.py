@@ -90,6 +90,23 @@ def test_the_tokenizer_floor_is_its_json():
     assert load("tokenizer-floor-mnist-10ep-seed0.json")["runs"]["fsq"]["0"]["test"]["psnr"] == table
 
 
+def test_the_cpu_prior_pace_is_its_json():
+    """The CPU recipe's minutes at the recorded pace (300 steps, scaled to the recipe's 2,500) in
+    README, the summary and section 3; the old commit's side-by-side seconds in section 3."""
+    record = load("prior-cpu-pace-2026-11-30.json")
+    run = record["runs"]["pace-300"]
+    assert (run["layers"], run["hidden"], run["batch_size"], run["mixed_precision"]) == (6, 256, 64, "bf16")
+    minutes = f"{run['minutes'] / run['steps'] * 2500:.0f}"
+    readme = " ".join(README.split())
+    assert f"30 minutes† when trained, {minutes} at the pace of 2026-11-30" in readme
+    assert f"took 30 minutes†, {minutes} at the slower pace of 2026-11-30" in readme
+    assert f"CPU prior (30 min† when trained; {minutes} at the pace of 2026-11-30)" in " ".join(SUMMARY.split())
+    section = " ".join((ROOT / "BENCHMARKS.md").read_text().replace("**", "").split())
+    assert f"{run['minutes'] * 60 / run['steps']:.2f} s a step (validation included), so 2,500 steps take about {minutes} minutes" in section
+    old = record["same_pace_at_e2e3e49"]["seconds_to_step"]
+    assert f"took {old['50']:.1f} s to step 50 and {old['100']:.1f} s to step 100" in section
+
+
 def generation() -> dict[str, str]:
     gpu = load("gpu-prior-h100-2026-11-27.json")
     cpu = load("gfid-mnist-10ep-cpu.json")["settings"]
