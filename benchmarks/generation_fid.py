@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     sampling = dict(PLAIN_SAMPLING) if args.sampling == "plain" else {}
     if args.codes is None:
         report["sampling"] = dict(mode=args.sampling, **(sampling or pipe.sampling_defaults))
-    if args.codes is not None:
+    else:
         if not args.codes.is_dir():
             parser.error(f"--codes {args.codes}: no such folder")
         record = args.codes / "gpu_prior.json"

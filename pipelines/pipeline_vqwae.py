@@ -21,7 +21,6 @@ from prior.export import PIPELINE_CONFIG, save_pipeline_folder
 from prior.model import check_matches_tokenizer, vocabulary_of
 from prior.sampling import sample_codes
 from tokenizer.model import VQWAE
-from tokenizer.quantizers import is_integer_dtype
 
 
 @dataclass
@@ -169,12 +168,11 @@ class VQWAEPipeline:
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
         """Code grids (n, h, w) -> images (n, C, H, W) in [0, 1] on the CPU, `batch_size` at a time;
-        also for codes sampled elsewhere (benchmarks/gpu/gpu_prior.py samples them on a GPU)."""
-        if codes.dim() != 3 or not is_integer_dtype(codes.dtype):
-            raise ValueError(f"codes must be integer code grids (n, h, w), got {tuple(codes.shape)} {codes.dtype}")
+        also for codes sampled elsewhere (benchmarks/gpu/gpu_prior.py samples them on a GPU). The
+        tokenizer's decode checks the grids (integer dtype, shape, range)."""
         images = []
         for start in tqdm(range(0, len(codes), batch_size), desc="decode", disable=not progress, leave=False):
-            batch = codes[start : start + batch_size].to(self.device, torch.long)
+            batch = codes[start : start + batch_size].to(self.device)
             images.append(self.tokenizer.decode(batch).clamp(0, 1).cpu())
         return torch.cat(images)
 

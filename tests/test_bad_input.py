@@ -265,7 +265,6 @@ def test_encode_and_decode_refuse_bad_tensors(data, pipe):
     assert "\n" not in str(error.value), str(error.value)
 
 
-
 @pytest.mark.parametrize("decode", ["tokenizer", "pipeline"])
 def test_decode_takes_every_integer_dtype_and_refuses_bool(decode, pipe):
     """The tokenizer's and the pipeline's decode share one code check: bool grids (integral to
