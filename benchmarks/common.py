@@ -40,7 +40,13 @@ def mnist_batch(batch_size: int = 32, offset: int = 0) -> torch.Tensor:
     if npz:
         import numpy as np
 
-        pixels = torch.from_numpy(np.load(npz)["train"][offset : offset + batch_size]).float()
+        stored = np.load(npz)["train"]
+        if offset + batch_size > len(stored):
+            raise ValueError(
+                f"$BENCHMARK_MNIST_NPZ={npz} holds {len(stored)} images; images {offset}-{offset + batch_size - 1} "
+                "were asked for. Write more with benchmarks/gpu/device_wheels.sh, or unset it where `datasets` imports"
+            )
+        pixels = torch.from_numpy(stored[offset : offset + batch_size]).float()
         if pixels.dim() == 3:
             pixels = torch.nn.functional.interpolate(pixels[:, None], size=(32, 32), mode="bilinear")
         return pixels.round().clamp(0, 255) / 255.0

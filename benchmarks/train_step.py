@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from transformers import get_scheduler
 
 from benchmarks.common import device_name, mnist_batch, time_side_by_side
 from infra.step_graph import GraphedStep, adam_settings
+from infra.training import RunConfig
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.model import load_tokenizer
 from tokenizer.objective import LossConfig, total_loss
@@ -34,6 +36,8 @@ def make_step(
     autocast: torch.dtype | None = None,
     cuda_graph: bool = False,
     replay: bool = True,
+    warmup_steps: int = RunConfig.warmup_steps,
+    max_grad_norm: float = RunConfig.max_grad_norm,
 ):
     """One training step of `config` (forward, loss, backward, Adam) on `images`, as a closure
     `step(batch=None) -> loss` (a device tensor: with a graph, overwritten by the next call);
@@ -41,7 +45,10 @@ def make_step(
     the model's forward (the first call compiles); autocast: e.g. torch.bfloat16 for the backbone
     (the quantizer and OT stay fp32 inside); cuda_graph: the step as tokenizer/train.py runs it
     with cuda_graph=true (static buffers, capturable fused Adam; recorded after
-    `WARMUP_STEPS` calls on a CUDA device), or with replay=False the same step run eagerly."""
+    `WARMUP_STEPS` calls on a CUDA device), or with replay=False the same step run eagerly.
+    As in tokenizer/train.py: gradients clipped at `max_grad_norm` and the learning rate warmed up
+    linearly over `warmup_steps` (without them the recipe's 2e-3 diverges within a few steps, and
+    a step check would compare NaN or chaotic losses)."""
     torch.manual_seed(0)
     model = VQWAE(config)
     if trained is not None:
@@ -52,6 +59,7 @@ def make_step(
         model.compile()
     capturable = cuda_graph and torch.device(device).type == "cuda"
     optimizer = torch.optim.Adam(model.parameters(), **adam_settings(learning_rate, capturable, torch.device(device)))
+    scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup_steps)
     weights = weights or LossConfig()
     device_type = torch.device(device).type
 
@@ -61,6 +69,8 @@ def make_step(
         loss = total_loss(output, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         return loss.total.detach()
 
@@ -68,7 +78,9 @@ def make_step(
 
     def step(batch: torch.Tensor | None = None) -> torch.Tensor:
         batch = images if batch is None else batch
-        return graphed(batch, 0) if graphed is not None else update(batch)
+        loss = graphed(batch, 0) if graphed is not None else update(batch)
+        scheduler.step()  # outside the step, as in the training loop (a graph reads the lr tensor)
+        return loss
 
     return step
 

@@ -277,3 +277,19 @@ def test_decode_takes_every_integer_dtype_and_refuses_bool(decode, pipe):
     expected = call(codes)
     for dtype in (torch.uint8, torch.int16, torch.int32):
         torch.testing.assert_close(call(codes.to(dtype)), expected, rtol=0, atol=0)
+
+
+def test_benchmark_images_from_a_short_npz_are_refused(tmp_path, monkeypatch):
+    """$BENCHMARK_MNIST_NPZ (the device's images without `datasets`) holding fewer images than a
+    batch asks for: a one-line error naming the file and the fix, not an empty batch (which a GPU
+    graph check once took and failed on, 20 batches of 32 from a file of 256)."""
+    import numpy as np
+
+    from benchmarks.common import mnist_batch
+
+    np.savez(tmp_path / "head.npz", train=np.arange(5 * 32 * 32, dtype=np.uint8).reshape(5, 1, 32, 32))
+    monkeypatch.setenv("BENCHMARK_MNIST_NPZ", str(tmp_path / "head.npz"))
+    torch.testing.assert_close(mnist_batch(2, offset=3), torch.arange(3 * 1024, 5 * 1024).remainder(256).view(2, 1, 32, 32) / 255.0)
+    with pytest.raises(ValueError, match=r"holds 5 images; images 4-5 were asked for") as error:
+        mnist_batch(2, offset=4)
+    assert "\n" not in str(error.value)

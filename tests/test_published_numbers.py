@@ -268,3 +268,36 @@ def test_appendix_commits_are_the_ones_git_records():
         assert first == match[1], section.splitlines()[0]
         recorded += 1
     assert recorded >= 10
+
+
+def test_the_h200_suite_is_its_json():
+    """The H200 step times (summary row, section 1 and A5's table) and A5's 100-epoch chunk table,
+    from gpu-h200-2026-11-30.json."""
+    record = load("gpu-h200-2026-11-30.json")
+    ms = {label: f"{value:.2f}" for label, value in record["step_ms"].items() if isinstance(value, float)}
+    ratio = {mode: f"{record['step_ms'][f'VQ-WAE, {mode}'] / record['step_ms'][f'VQ-VAE, {mode}']:.2f}x"
+             for mode in ("eager", "graph", "bf16")}  # fmt: skip
+    summary = " ".join(SUMMARY.replace("**", "").split())
+    assert (f"H200: {ratio['eager']} eager, {ratio['graph']} as CUDA graphs (VQ-WAE's graphed step "
+            f"{ms['VQ-WAE, graph']} ms, below VQ-VAE's eager {ms['VQ-VAE, eager']})") in summary  # fmt: skip
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    section = " ".join(text.replace("**", "").split())
+    assert (f"the same step is {ratio['eager']} eager ({ms['VQ-WAE, eager']} against {ms['VQ-VAE, eager']} ms) and "
+            f"{ratio['graph']} with each step replayed as one CUDA graph ({ms['VQ-WAE, graph']} against "
+            f"{ms['VQ-VAE, graph']} ms)") in section  # fmt: skip
+    a5 = text.split("**2026-11-30, the CUDA-graph step and the 100-epoch run on an H200**")[1]
+    for mode, label in (("eager", "eager"), ("graph", "CUDA graph"), ("bf16", "bf16 autocast")):
+        line = next(line for line in a5.splitlines() if line.startswith(f"| {label} "))
+        row = [cell.strip() for cell in line.strip(" |").split("|")][1:]
+        assert row[:2] == [ms[f"VQ-VAE, {mode}"], ms[f"VQ-WAE, {mode}"]] and ratio[mode] in row[2], label
+    run = record["run_100ep"]
+    rows = {row["step"]: row for row in run["train_metrics_every_5000_steps"]}
+    steps = [1, *range(5000, 35001, 5000)]
+    table = {line.split(" | ")[0].strip("| "): line.strip("|").split(" | ")[1:] for line in a5.splitlines()
+             if line.startswith(("| train ", "| codes used"))}  # fmt: skip
+    assert [cell.strip() for cell in table["train transport term"]] == [f"{rows[s]['train/transport']:.1e}" for s in steps]
+    assert [cell.strip() for cell in table["train perplexity (batch)"]] == [f"{rows[s]['train/perplexity']:.0f}" for s in steps]
+    assert [cell.strip() for cell in table["codes used (batch of 2,048 latents)"]] == [f"{rows[s]['train/codes_used']:.0f}" for s in steps]
+    assert f"{run['steps_done']:,} of {run['of']:,} steps" in " ".join(a5.replace("**", "").split())
+    loop = run["loop_ms_per_step"]
+    assert f"a step took {loop['chunk 1']:.1f} and {loop['chunk 2']:.1f} ms" in " ".join(a5.split())

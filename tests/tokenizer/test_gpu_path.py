@@ -163,6 +163,12 @@ def test_gpu_suite_dry_run_advances_the_run_across_calls(tmp_path):
     # The recorded step (eager on the CPU) against itself run eagerly: the same arithmetic.
     for check in first["graph_check"].values():
         assert check["ok"] and check["max_loss_difference"] <= 1e-6 and check["steps"] == 3 and not check["graph"]
+        assert check["eager_run_to_run"] <= 1e-6 and check["first_step_past_tolerance"] is None
+        losses = check["losses"]  # four runs of three steps; the recorded step, eager, twice
+        assert len(losses) == 4 and all(len(values) == 3 for values in losses.values())
+        assert check["max_loss_difference"] == max(
+            abs(x - y) for x, y in zip(losses["replayed"], losses["recorded step run eagerly"])
+        )
     assert first["run_100ep"]["step"] == 1 and not first["run_100ep"]["finished"]
     assert "VQ-WAE / VQ-VAE, compiled" in (tmp_path / "call1" / "gpu_suite.md").read_text()
     assert sorted(path.name for path in (tmp_path / "call1").iterdir()) == [
