@@ -102,7 +102,9 @@ def build_accelerator(config: RunConfig) -> Accelerator:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=None if log_with == "none" else log_with.split(","),
         project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=f"{config.output_dir}/logs"),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+        # non_blocking: the prepared loader copies each (pinned, see training_loader) batch to the
+        # device without waiting for the kernels queued before it.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed, non_blocking=True),
     )
     per_step = accelerator.num_processes * config.gradient_accumulation_steps
     if config.batch_size % per_step:
@@ -142,6 +144,18 @@ def stop_at_time_limit(accelerator: Accelerator, config: RunConfig, step: int, p
 
 def per_process_batch_size(accelerator: Accelerator, config: RunConfig) -> int:
     return config.batch_size // (accelerator.num_processes * config.gradient_accumulation_steps)
+
+
+def training_loader(dataset, accelerator: Accelerator, config: RunConfig, **options) -> torch.utils.data.DataLoader:
+    """Shuffled whole batches (a graphed step takes one shape), pinned on a GPU. A copy from
+    pageable memory to the device first waits for every kernel queued before it (CUDA's rule for
+    pageable transfers), so each step's batch copy made the host wait for the last step to finish
+    before queueing the next: the loop ran at step time plus host time. Pinned batches and the
+    prepared loader's non-blocking copy (build_accelerator) let the host run a step ahead."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=per_process_batch_size(accelerator, config), shuffle=True, drop_last=True,
+        pin_memory=accelerator.device.type == "cuda", **options,
+    )  # fmt: skip
 
 
 def batches_from(accelerator: Accelerator, loader, batches_seen: int) -> Iterator:

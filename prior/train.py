@@ -35,8 +35,8 @@ from infra.training import (
     compile_model,
     log_metrics,
     out_of_time,
-    per_process_batch_size,
     stop_at_time_limit,
+    training_loader,
 )
 from prior.codes import load_or_encode, tokenizer_identity
 from prior.config import PriorTrainConfig
@@ -106,10 +106,9 @@ def main(argv=None) -> dict:
     vocabulary = CodeVocabulary(
         tokenizer.config.codebook_size, grid, grid, config.num_classes if config.class_conditional else 0
     )
-    train_loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(codes["train"]["codes"], codes["train"]["labels"]),
-        batch_size=per_process_batch_size(accelerator, config), shuffle=True, drop_last=True,
-    )  # fmt: skip
+    train_loader = training_loader(
+        torch.utils.data.TensorDataset(codes["train"]["codes"], codes["train"]["labels"]), accelerator, config
+    )
     validation_loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(codes["validation"]["codes"], codes["validation"]["labels"]), batch_size=256
     )

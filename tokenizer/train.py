@@ -35,8 +35,8 @@ from infra.training import (
     compile_model,
     log_metrics,
     out_of_time,
-    per_process_batch_size,
     stop_at_time_limit,
+    training_loader,
 )
 from tokenizer.config import TokenizerTrainConfig
 from tokenizer.evaluate import evaluate_reconstruction
@@ -65,10 +65,7 @@ def main(argv=None) -> dict:
     # 2. Data: train / validation splits of uint8 images (cached by datasets).
     with accelerator.main_process_first():
         splits = load_images(config.data, config.model.in_channels, seed=config.seed)
-    train_loader = torch.utils.data.DataLoader(
-        splits["train"], batch_size=per_process_batch_size(accelerator, config), shuffle=True, drop_last=True,
-        num_workers=config.data.num_workers,
-    )  # fmt: skip
+    train_loader = training_loader(splits["train"], accelerator, config, num_workers=config.data.num_workers)
     validation_loader = torch.utils.data.DataLoader(splits["validation"], batch_size=256)
 
     # 3. Model, optimizer, schedule. A graphed step (cuda_graph: true) keeps Adam's lr and step

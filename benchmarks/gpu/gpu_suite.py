@@ -30,6 +30,7 @@ import contextlib
 import json
 import math
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -45,6 +46,7 @@ from benchmarks.train_step import make_step
 from infra.checkpointing import latest_step, list_checkpoints
 from infra.config import load_config
 from infra.step_graph import WARMUP_STEPS
+from infra.training import read_metrics
 from tokenizer.config import TokenizerTrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,6 +180,14 @@ def step_times(configs: dict, device: str, rounds: int) -> dict:
     return {label: 1e3 * value for label, value in seconds.items()} | failed
 
 
+def loop_ms_per_step(rows: list[dict], after_step: int) -> float | None:
+    """Median milliseconds a step in the training loop, from the wall times of consecutive
+    metrics.jsonl training rows past `after_step` (the chunk's own; None with fewer than two)."""
+    rows = [row for row in rows if "train/loss" in row and row["step"] > after_step]
+    paces = [1e3 * (b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(rows, rows[1:])]
+    return round(statistics.median(paces), 2) if paces else None
+
+
 def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, train_args: list[str]) -> dict:
     """Advance the 100-epoch run by `minutes`, pack what the next call needs into run-100ep.tar."""
     folder = out / "run-100ep"
@@ -201,7 +211,8 @@ def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, t
         return {"error": result.stderr[-3000:]}
     checkpoints, step = list_checkpoints(folder), latest_step(folder)
     summary = {"config": config, "settings": settings + train_args, "start_step": start_step, "step": step,
-               "of": steps, "chunk_seconds": round(elapsed, 1), "finished": (folder / "final").is_dir()}  # fmt: skip
+               "of": steps, "chunk_seconds": round(elapsed, 1), "finished": (folder / "final").is_dir(),
+               "loop_ms_per_step": loop_ms_per_step(read_metrics(folder), start_step or 0)}  # fmt: skip
     if summary["finished"] and not dry_run:
         evaluation = subprocess.run(
             [sys.executable, "-m", "tokenizer.evaluate", "--tokenizer", str(folder / "final"), "--split", "test"],

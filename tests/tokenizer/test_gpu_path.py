@@ -181,3 +181,47 @@ def test_gpu_suite_dry_run_advances_the_run_across_calls(tmp_path):
         tar.extractall(carried, filter="data")
     second = suite(tmp_path / "call2", "--skip", "syncs", "graph", "timing", "--run-from", str(carried))
     assert (second["run_100ep"]["start_step"], second["run_100ep"]["step"]) == (1, 2)
+
+
+def test_training_batches_reach_the_device_without_a_stream_sync(train, tmp_path, monkeypatch):
+    """A copy from pageable memory to a GPU waits for every kernel queued before it, so the loop
+    ran at step time plus host time (the H200's 14 ms a step in the loop against 9.7 for the step).
+    On a GPU the training loader pins its batches (training_loader) and the prepared loader copies
+    them non-blocking (build_accelerator): checked here on the copies a CPU run makes, and on the
+    loader a CUDA accelerator would get."""
+    from types import SimpleNamespace
+
+    from accelerate import data_loader
+
+    from infra.training import training_loader
+
+    copies = []
+    send = data_loader.send_to_device
+
+    def recording(batch, device, non_blocking=False, **kwargs):
+        copies.append(non_blocking)
+        return send(batch, device, non_blocking=non_blocking, **kwargs)
+
+    monkeypatch.setattr(data_loader, "send_to_device", recording)
+    train(f"output_dir={tmp_path}", "max_steps=2", "validate_every=100")
+    assert len(copies) >= 2 and all(copies), copies  # training and validation batches alike
+    dataset = torch.utils.data.TensorDataset(torch.arange(10))
+    for device, pinned in (("cuda", True), ("cpu", False)):
+        accelerator = SimpleNamespace(device=torch.device(device), num_processes=1)
+        loader = training_loader(dataset, accelerator, RunConfig(batch_size=4))
+        assert loader.pin_memory is pinned and loader.drop_last and len(loader) == 2, device
+
+
+def test_a_chunks_loop_pace_is_its_own_log_intervals():
+    """gpu_suite's loop pace: the median of the chunk's own log intervals (the gap across two
+    device calls and validation rows left out), in ms a step."""
+    from benchmarks.gpu.gpu_suite import loop_ms_per_step
+
+    rows = [{"step": 500, "time": 0.0, "train/loss": 1}, {"step": 1000, "time": 7.0, "train/loss": 1},
+            {"step": 1000, "time": 7.5, "validation/psnr": 30},
+            {"step": 1500, "time": 500.0, "train/loss": 1},  # the next call: resumed after a pause
+            {"step": 2000, "time": 506.0, "train/loss": 1}, {"step": 2500, "time": 513.0, "train/loss": 1},
+            {"step": 3000, "time": 521.0, "train/loss": 1}]  # fmt: skip
+    assert loop_ms_per_step(rows, after_step=0) == 14.0  # 14, 985, 12, 14, 16 ms: the median
+    assert loop_ms_per_step(rows, after_step=1000) == 14.0  # 12, 14, 16
+    assert loop_ms_per_step(rows, after_step=2500) is None
