@@ -18,7 +18,7 @@ import torch
 from transformers import get_scheduler
 
 from benchmarks.common import device_name, mnist_batch, time_side_by_side
-from infra.step_graph import GraphedStep, adam_settings
+from infra.step_graph import GraphedStep, adam_settings, match_optimizer
 from infra.training import RunConfig
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.model import load_tokenizer
@@ -60,6 +60,7 @@ def make_step(
     capturable = cuda_graph and torch.device(device).type == "cuda"
     optimizer = torch.optim.Adam(model.parameters(), **adam_settings(learning_rate, capturable, torch.device(device)))
     scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup_steps)
+    match_optimizer(optimizer, scheduler, capturable)  # the optimizer and schedule as tokenizer/train.py sets them
     weights = weights or LossConfig()
     device_type = torch.device(device).type
 
