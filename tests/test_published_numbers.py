@@ -78,7 +78,7 @@ def test_the_tokenizer_floor_is_its_json():
     numbers = floor()
     wae, fsq = numbers["vq-wae"], numbers["fsq"]
     readme = " ".join(README.split())
-    assert f"scores rFID {wae['rfid']} at {wae['psnr']} dB, FSQ {fsq['rfid']} at {fsq['psnr']} dB" in readme
+    assert f"scores rFID {wae['rfid']} at {wae['psnr']} dB (FSQ {fsq['rfid']} at {fsq['psnr']} dB" in readme
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert f"VQ-WAE {wae['rfid']} ({wae['psnr']} dB), FSQ {fsq['rfid']} ({fsq['psnr']} dB)" in summary
     section = (ROOT / "BENCHMARKS.md").read_text().replace("**", "").split("| 10 epochs, seed 0, all 10k test images |")[1]
@@ -98,9 +98,9 @@ def test_the_cpu_prior_pace_is_its_json():
     assert (run["layers"], run["hidden"], run["batch_size"], run["mixed_precision"]) == (6, 256, 64, "bf16")
     minutes = f"{run['minutes'] / run['steps'] * 2500:.0f}"
     readme = " ".join(README.split())
-    assert f"30 minutes† when trained, {minutes} at the pace of 2026-11-30" in readme
-    assert f"took 30 minutes†, {minutes} at the slower pace of 2026-11-30" in readme
-    assert f"CPU prior (30 min† when trained; {minutes} at the pace of 2026-11-30)" in " ".join(SUMMARY.split())
+    assert f"trained again (2 cores, about {minutes} minutes at the pace of 2026-11-30)" in readme
+    assert f"2,500 steps on 2 cores take about {minutes} minutes at the pace of 2026-11-30" in readme
+    assert f"CPU prior (about {minutes} minutes at the pace of 2026-11-30)" in " ".join(SUMMARY.split())
     section = " ".join((ROOT / "BENCHMARKS.md").read_text().replace("**", "").split())
     assert f"{run['minutes'] * 60 / run['steps']:.2f} s a step (validation included), so 2,500 steps take about {minutes} minutes" in section
     old = record["same_pace_at_e2e3e49"]["seconds_to_step"]
@@ -110,6 +110,7 @@ def test_the_cpu_prior_pace_is_its_json():
 def generation() -> dict[str, str]:
     gpu = load("gpu-prior-h100-2026-11-27.json")
     cpu = load("gfid-mnist-10ep-cpu.json")["settings"]
+    again = load("gfid-mnist-10ep-floor-cpu-2026-11-30.json")["gfid"]["settings"]  # the current recipe's tokenizer
     gpu_fid = gpu["gfid_of_call_2"]["settings"]
     return {
         "gpu_unconditional": f"{gpu_fid['unconditional']['fid']['10000']:.2f}",
@@ -117,6 +118,8 @@ def generation() -> dict[str, str]:
         "gpu_minutes": f"{gpu['call_2']['train_minutes']:.1f}",
         "cpu_unconditional": f"{cpu['unconditional']['fid']['10000']:.2f}",
         "cpu_conditional": f"{cpu['class-conditional g=1.5']['fid']['10000']:.2f}",
+        "again_unconditional": f"{again['unconditional']['fid']['10000']:.2f}",
+        "again_conditional": f"{again['class-conditional g=1.5']['fid']['10000']:.2f}",
     }
 
 
@@ -186,12 +189,24 @@ def test_the_10_epoch_table_is_its_json():
 
 
 def test_the_generation_table_is_its_json():
-    rows = table("generation (tokenizer")
+    rows = table("generation, gFID")
     numbers = generation()
-    gpu = next(cells for label, cells in rows.items() if label.startswith("GPU prior"))
-    cpu = next(cells for label, cells in rows.items() if label.startswith("CPU prior"))
-    assert gpu[0] == numbers["gpu_unconditional"] and gpu[1].startswith(numbers["gpu_conditional"] + " ")
-    assert cpu[0] == numbers["cpu_unconditional"] and cpu[1] == f"{numbers['cpu_conditional']} (guidance 1.5)"
+    gpu, cpu, again = (next(cells for label, cells in rows.items() if label.startswith(start))
+                       for start in ("GPU prior", "CPU prior (", "CPU prior, the same recipe trained again"))  # fmt: skip
+    assert gpu[1] == numbers["gpu_unconditional"] and gpu[2].startswith(numbers["gpu_conditional"] + " ")
+    assert cpu[1] == numbers["cpu_unconditional"] and cpu[2] == f"{numbers['cpu_conditional']} (guidance 1.5)"
+    assert again[1] == numbers["again_unconditional"] and again[2] == f"{numbers['again_conditional']} (guidance 1.5)"
+    floor = load("gfid-mnist-10ep-floor-cpu-2026-11-30.json")["tokenizer_floor"]  # the tokenizer the prior was trained on
+    assert floor == {key: load("tokenizer-floor-mnist-10ep-seed0.json")["runs"]["vq-wae"]["0"]["test"][key] for key in floor}
+    assert again[0] == f"the current recipe, {floor['psnr']:.2f} dB, rFID floor {floor['rfid']:.2f}"
+    record = load("gfid-mnist-10ep-floor-cpu-2026-11-30.json")
+    section = (ROOT / "BENCHMARKS.md").read_text().replace("**", "").split("The same recipe on the current recipe's tokenizer")[1]
+    for name, label in (("unconditional", "unconditional"), ("class-conditional g=1.5", "class-conditional, guidance 1.5")):
+        fids = [f"{record['gfid']['settings'][name]['fid'][count]:.2f}" for count in ("1000", "2000", "5000", "10000")]
+        assert f"\n| {label} | {' | '.join(fids)} | {floor['rfid']:.2f} |" in section, label
+    run = record["prior"]["runs"]["cpu-recipe"]
+    curve = ", ".join(f"{value:.3f}" for value in run["curve"].values())
+    assert f"{run['bits_per_code']:.3f} validation bits per code ({curve} at steps 500-2500" in section
     assert f"{numbers['gpu_minutes']} minutes on one H100" in README
 
 
@@ -217,6 +232,7 @@ def test_the_benchmarks_summary_is_its_json():
     numbers = generation()
     assert f"unconditional {numbers['gpu_unconditional']} (paper 8.17); class-conditional {numbers['gpu_conditional']}" in text
     assert f"unconditional {numbers['cpu_unconditional']}; class-conditional {numbers['cpu_conditional']}" in text
+    assert f"unconditional {numbers['again_unconditional']}; class-conditional {numbers['again_conditional']}" in text
     gaps = ot_gaps()
     assert f"within +{100 * min(gaps['mean']):.1f} to +{100 * max(gaps['mean']):.1f}% (mean per seed)" in text
     ratios = load("step-ratio-cpu-dual-candidates.json")  # the recipe's CPU step ratio, run after run
