@@ -16,7 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-# Fields that may change between a run and its resumption; everything else must match.
+# Fields that may change between a run and its resumption (a top-level name covers its whole
+# section); everything else must match.
 RESUMABLE_FIELDS = {
     "max_steps",
     "resume",
@@ -33,6 +34,7 @@ RESUMABLE_FIELDS = {
     "compile_mode",
     "cuda_graph",  # a graphed step trains the same weights; the optimizer is matched on resume
     "time_limit_minutes",
+    "data.num_workers",  # loader processes: the sampler, in the main process, sets the batch order
 }
 
 STATE_FILE = "trainer_state.json"
@@ -163,7 +165,8 @@ def check_same_run(checkpoint: Path, config: dict) -> None:
     differing = sorted(
         key
         for key in set(saved) | set(current)
-        if key.split(".")[0] not in RESUMABLE_FIELDS and saved.get(key) != current.get(key)
+        if key not in RESUMABLE_FIELDS and key.split(".")[0] not in RESUMABLE_FIELDS
+        and saved.get(key) != current.get(key)
     )
     if differing:
         details = ", ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in differing)

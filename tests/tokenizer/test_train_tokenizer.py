@@ -30,12 +30,14 @@ def test_tiny_run_lowers_loss_and_writes_checkpoints(train, tmp_path):
     assert metrics["num_images"] > 0 and 0 < metrics["perplexity"] <= 32
 
 
-def test_resume_continues_exactly(train, tmp_path):
+@pytest.mark.parametrize("resumed_with", [[], ["data.num_workers=1"]], ids=["same", "loader-workers"])
+def test_resume_continues_exactly(train, tmp_path, resumed_with):
+    # Loader workers only change who reads the batches (a GPU run with 4 resumes on a CPU with 0).
     # A constant schedule, so that stopping early (max_steps=3) does not change the learning rate.
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(f"output_dir={straight}", "max_steps=6", "lr_scheduler=constant")
     train(f"output_dir={split}", "max_steps=3", "lr_scheduler=constant")
-    train(f"output_dir={split}", "max_steps=6", "resume=latest", "lr_scheduler=constant")
+    train(f"output_dir={split}", "max_steps=6", "resume=latest", "lr_scheduler=constant", *resumed_with)
     a = load_file(straight / "final" / "model.safetensors")
     b = load_file(split / "final" / "model.safetensors")
     assert a.keys() == b.keys()
