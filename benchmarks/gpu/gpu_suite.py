@@ -30,7 +30,6 @@ import contextlib
 import json
 import math
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -42,6 +41,7 @@ import torch
 import torch._inductor.config
 
 from benchmarks.common import device_name, mnist_batch, time_side_by_side
+from benchmarks.run_progress import loop_ms_per_step
 from benchmarks.train_step import make_step
 from infra.checkpointing import latest_step, list_checkpoints
 from infra.config import load_config
@@ -178,14 +178,6 @@ def step_times(configs: dict, device: str, rounds: int) -> dict:
             del steps[label]
     seconds = time_side_by_side(steps, rounds=rounds, device=device)
     return {label: 1e3 * value for label, value in seconds.items()} | failed
-
-
-def loop_ms_per_step(rows: list[dict], after_step: int) -> float | None:
-    """Median milliseconds a step in the training loop, from the wall times of consecutive
-    metrics.jsonl training rows past `after_step` (the chunk's own; None with fewer than two)."""
-    rows = [row for row in rows if "train/loss" in row and row["step"] > after_step]
-    paces = [1e3 * (b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(rows, rows[1:])]
-    return round(statistics.median(paces), 2) if paces else None
 
 
 def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, train_args: list[str]) -> dict:

@@ -215,7 +215,7 @@ def test_training_batches_reach_the_device_without_a_stream_sync(train, tmp_path
 def test_a_chunks_loop_pace_is_its_own_log_intervals():
     """gpu_suite's loop pace: the median of the chunk's own log intervals (the gap across two
     device calls and validation rows left out), in ms a step."""
-    from benchmarks.gpu.gpu_suite import loop_ms_per_step
+    from benchmarks.run_progress import loop_ms_per_step
 
     rows = [{"step": 500, "time": 0.0, "train/loss": 1}, {"step": 1000, "time": 7.0, "train/loss": 1},
             {"step": 1000, "time": 7.5, "validation/psnr": 30},
