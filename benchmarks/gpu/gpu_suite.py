@@ -1,6 +1,6 @@
 """The prepared device script: everything the GPU path needs measured, in one call of < 9 minutes.
 
-    python -m benchmarks.gpu.gpu_suite --out $OUT [--run-from outputs/gpu-run] [--chunk-minutes 4]
+    python -m benchmarks.gpu.gpu_suite --out $OUT [--run-from outputs/run-100ep] [--chunk-minutes 4]
     python -m benchmarks.gpu.gpu_suite --out /tmp/suite --dry-run    # the CPU rehearsal in the tests
 
 Writes OUT/gpu_suite.json and OUT/gpu_suite.md:
@@ -15,12 +15,13 @@ Writes OUT/gpu_suite.json and OUT/gpu_suite.md:
    tokenizer/train.py with time_limit_minutes, resumed from --run-from. The latest checkpoint
    (and the final model once finished, scored on the test split) comes back packed as
    OUT/run-100ep.tar, since files from the device come back at most two folders deep. Here:
-   `mkdir -p outputs/gpu-run && tar -xf <files_at>/run-100ep.tar -C outputs/gpu-run`, then the
-   next call carries outputs/gpu-run and passes --run-from outputs/gpu-run.
+   `mkdir -p outputs/run-100ep && tar -xf <files_at>/run-100ep.tar -C outputs/run-100ep`, then the
+   next call carries outputs/run-100ep and passes --run-from outputs/run-100ep (between calls the
+   folder can go on on the CPU: benchmarks/gpu/README.md).
 
 Running it on a GPU machine, with or without network: benchmarks/gpu/README.md. rFID of a finished
 run can be scored where the FID weights are: python -m tokenizer.evaluate --tokenizer
-outputs/gpu-run/final --rfid.
+outputs/run-100ep/final --rfid.
 """
 
 from __future__ import annotations
