@@ -54,24 +54,29 @@ def _mean_band(axis, label: str, curves: list[dict[int, float]]) -> None:
         axis.fill_between(steps, [min(v) for v in values], [max(v) for v in values], alpha=0.2, color=line.get_color())
 
 
-def training_curves(curves: dict[str, dict[str, dict[str, dict[int, float]]]], path: str | Path, title: str) -> Path:
+def training_curves(
+    curves: dict[str, dict[str, dict[str, dict[int, float]]]], path: str | Path, title: str,
+    xlabel: str = "training step", x_per_step: dict[str, float] | None = None,
+) -> Path:  # fmt: skip
     """Validation PSNR and perplexity against training steps, one line per variant (mean over seeds,
     min-max band), and the OT term's gap to the exact optimum where a run logged it.
-    `curves[variant][seed][metric] = {step: value}` with metrics `psnr`, `perplexity`, `ot_gap`."""
+    `curves[variant][seed][metric] = {step: value}` with metrics `psnr`, `perplexity`, `ot_gap`;
+    `x_per_step[variant]` puts another x under a variant's steps (epochs: its batch / epoch size)."""
     panels = [("psnr", "validation PSNR (dB)"), ("perplexity", "validation perplexity (of K codes)")]
     if any("ot_gap" in run and run["ot_gap"] for runs in curves.values() for run in runs.values()):
         panels.append(("ot_gap", "OT term: gap to the exact optimum (%)"))
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8))
     for axis, (metric, label) in zip(axes, panels):
         for variant, runs in curves.items():
+            scale = (x_per_step or {}).get(variant, 1)
             series = [
-                {int(step): value * (100 if metric == "ot_gap" else 1) for step, value in run[metric].items()}
+                {int(step) * scale: value * (100 if metric == "ot_gap" else 1) for step, value in run[metric].items()}
                 for run in runs.values()
                 if run.get(metric)
             ]
             if series:
                 _mean_band(axis, variant, series)
-        axis.set_xlabel("training step")
+        axis.set_xlabel(xlabel)
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
     axes[0].legend()
@@ -158,10 +163,20 @@ def gpu_prior_figures(record: dict, folder: str | Path, title: str) -> list[Path
 
 
 # The repository's figures: results file (under benchmarks/results/), how to draw it, its title.
+def batch_size_figures(record: dict, folder: str | Path, title: str) -> list[Path]:
+    """Validation PSNR and perplexity against epochs, one line per batch size
+    (`benchmarks/results/batch-size-*.json`)."""
+    names = {size: f"batch {size}, lr {run['learning_rate']:.2g}" for size, run in record["runs"].items()}
+    curves = {names[size]: {0: run["curves"]} for size, run in record["runs"].items()}
+    per_step = {names[size]: int(size) / record["epoch_images"] for size in record["runs"]}
+    return [training_curves(curves, Path(folder) / "batch-size-curves.png", title, "epochs (50,000 images)", per_step)]
+
+
 FIGURES = {
     "compare-mnist-1500-curves.json": (compare_figures, "MNIST, K=512, 1500 steps, seed 0, 2-core CPU"),
     "gfid-mnist-10ep-cpu.json": (generation_figures, "gFID against MNIST test, 10-epoch tokenizer, CPU prior (6 x 256)"),
     "gpu-prior-h100-2026-11-27.json": (gpu_prior_figures, "gFID against MNIST test, 10-epoch tokenizer, GPU prior (12 x 512)"),
+    "batch-size-mnist-10ep-2026-12-01.json": (batch_size_figures, "MNIST VQ-WAE, 10 epochs, seed 0, lr 2e-3 x sqrt(batch / 32), 2-core CPU"),
 }
 
 

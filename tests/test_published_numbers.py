@@ -334,3 +334,29 @@ def test_the_h200_suite_is_its_json():
     assert f"{run['steps_done']:,} of {run['of']:,} steps" in " ".join(a5.replace("**", "").split())
     loop = run["loop_ms_per_step"]
     assert f"a step took {loop['chunk 1']:.1f} and {loop['chunk 2']:.1f} ms" in " ".join(a5.split())
+
+
+def test_the_batch_size_probe_is_its_json():
+    """Section 2's batch-size table, its differences and the seed spread, and the summary row, from
+    the record; its batch-32 row is the 10k floor record's run and the steps are 10 epochs."""
+    record = load("batch-size-mnist-10ep-2026-12-01.json")
+    runs = record["runs"]
+    assert runs["32"]["test"] == {key: value for key, value in load("tokenizer-floor-mnist-10ep-seed0.json")["runs"]
+                                  ["vq-wae"]["0"]["test"].items() if key != "code_counts"}  # fmt: skip
+    section = (ROOT / "BENCHMARKS.md").read_text().replace("**", "").split("| 10 epochs, seed 0, test split | learning rate")[1]
+    for size, run in runs.items():
+        assert run["steps"] == 10 * record["epoch_images"] // int(size)
+        test = run["test"]
+        label = "batch 32 (the recipe)" if size == "32" else f"batch {size}"
+        cells = [f"{run['learning_rate']:.2g}", f"{run['steps']:,}", f"{test['psnr']:.2f}", f"{test['ssim']:.3f}",
+                 f"{test['perplexity']:.1f}", str(test["codes_used"])]  # fmt: skip
+        assert f"\n| {label} | {' | '.join(cells)} |" in section, label
+    psnr = {size: run["test"]["psnr"] for size, run in runs.items()}
+    text = " ".join(section.split())
+    assert f"(-{psnr['32'] - psnr['64']:.2f} and -{psnr['32'] - psnr['128']:.2f} dB against batch 32" in text
+    spread = record["batch_32_seed_spread"]["psnr"]
+    assert spread == load("compare-mnist-10ep-dual-default.json")["summary"]["vq-wae (default now)"]["psnr"]["by_seed"]
+    assert f"seed spread ({min(spread):.2f}-{max(spread):.2f} dB, 3 seeds)" in text
+    summary = " ".join(SUMMARY.replace("**", "").split())
+    assert (f"batch 64: {psnr['64']:.2f} dB, batch 128: {psnr['128']:.2f} dB, against {psnr['32']:.2f} at batch 32"
+            in summary)  # fmt: skip

@@ -35,6 +35,18 @@ def test_code_use_and_gfid_and_step_time(tmp_path):
     assert_figure(plots.step_ratios({"vq-vae": 1.0, "vq-wae": 1.15}, tmp_path / "step.png", "steps"))
 
 
+def test_batch_size_curves_are_drawn_against_epochs(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(plots, "_mean_band", lambda axis, label, series: drawn.setdefault(label, sorted(series[0])))
+    record = {"epoch_images": 1000, "runs": {
+        "32": {"learning_rate": 0.002, "curves": {"psnr": {"500": 30.0, "1000": 31.0}, "perplexity": {"500": 400.0, "1000": 410.0}}},
+        "128": {"learning_rate": 0.004, "curves": {"psnr": {"500": 29.0}, "perplexity": {"500": 420.0}}}}}  # fmt: skip
+    [path] = plots.batch_size_figures(record, tmp_path, "batches")
+    assert path.name == "batch-size-curves.png" and path.is_file()
+    # 500 steps of 32 images are 16 epochs of 1,000; of 128 images, 64.
+    assert drawn == {"batch 32, lr 0.002": [16.0, 32.0], "batch 128, lr 0.004": [64.0]}
+
+
 def test_repository_figures_redraw_from_kept_results(tmp_path, capsys):
     results = tmp_path / "results"
     results.mkdir()
