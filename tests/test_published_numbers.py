@@ -318,7 +318,7 @@ def test_the_h200_suite_is_its_json():
     assert (f"the same step is {ratio['eager']} eager ({ms['VQ-WAE, eager']} against {ms['VQ-VAE, eager']} ms) and "
             f"{ratio['graph']} with each step replayed as one CUDA graph ({ms['VQ-WAE, graph']} against "
             f"{ms['VQ-VAE, graph']} ms)") in section  # fmt: skip
-    a5 = text.split("**2026-11-30, the CUDA-graph step and the 100-epoch run on an H200**")[1]
+    a5 = text.split("**2026-11-30, the CUDA-graph step and the 100-epoch run on an H200**")[1].split("\n**2026-12-01")[0]
     for mode, label in (("eager", "eager"), ("graph", "CUDA graph"), ("bf16", "bf16 autocast")):
         line = next(line for line in a5.splitlines() if line.startswith(f"| {label} "))
         row = [cell.strip() for cell in line.strip(" |").split("|")][1:]
@@ -360,3 +360,29 @@ def test_the_batch_size_probe_is_its_json():
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert (f"batch 64: {psnr['64']:.2f} dB, batch 128: {psnr['128']:.2f} dB, against {psnr['32']:.2f} at batch 32"
             in summary)  # fmt: skip
+
+
+def test_the_100_epoch_progress_is_its_json():
+    """The summary's and A5's steps, the CPU pace, the mid-run validation and the training-terms
+    table, from the run's progress record."""
+    record = load("run-100ep-progress-2026-12-01.json")
+    chunks = record["chunks"]
+    assert record["of"] == 156_250 and record["step"] == chunks[-1]["last_step"]
+    assert [c["first_step"] for c in chunks[1:]] == [c["last_step"] for c in chunks[:-1]]  # no step lost or repeated
+    gpu = sum(c["steps"] for c in chunks if c["device"].startswith("H200"))
+    summary = " ".join(SUMMARY.split())
+    assert f"({record['step']:,} of its 156,250 steps run so far, {gpu:,} on an H200 and the rest on the 2-core CPU" in summary
+    text = " ".join((ROOT / "BENCHMARKS.md").read_text().replace("**", "").split("2026-12-01, the 100-epoch run goes on")[1].split())
+    assert f"{record['step']:,} of 156,250 steps ({100 * record['step'] // 156_250}%): {record['step'] - gpu:,} on the CPU" in text
+    pace = chunks[-1]["loop_ms_per_step"]
+    left = 156_250 - record["step"]
+    assert f"ran {pace:.2f} ms a step, so the remaining {left:,} steps take about {left * pace / 60e3:.0f} minutes" in text
+    [validation] = record["validation"]
+    assert (f"(step {validation['step']:,}) the validation split scores {validation['validation/psnr']:.2f} dB, perplexity "
+            f"{validation['validation/perplexity']:.1f}, all {validation['validation/codes_used']:.0f} codes") in text  # fmt: skip
+    steps = ["40000", "50000", "60000", "70000", "80000"]
+    rows = {"train transport term": [f"{record['train'][s]['train/transport']:.1e}" for s in steps],
+            "train perplexity (batch)": [f"{record['train'][s]['train/perplexity']:.0f}" for s in steps],
+            "codes used (batch of 2,048 latents)": [f"{record['train'][s]['train/codes_used']:.0f}" for s in steps]}  # fmt: skip
+    for label, cells in rows.items():
+        assert f"| {label} | {' | '.join(cells)} |" in text, label
