@@ -162,7 +162,6 @@ def gpu_prior_figures(record: dict, folder: str | Path, title: str) -> list[Path
     return generation_figures(record["gfid_of_call_2"], folder, title, "gfid-vs-samples-gpu-prior.png")
 
 
-# The repository's figures: results file (under benchmarks/results/), how to draw it, its title.
 def batch_size_figures(record: dict, folder: str | Path, title: str) -> list[Path]:
     """Validation PSNR and perplexity against epochs, one line per batch size
     (`benchmarks/results/batch-size-*.json`)."""
@@ -172,6 +171,7 @@ def batch_size_figures(record: dict, folder: str | Path, title: str) -> list[Pat
     return [training_curves(curves, Path(folder) / "batch-size-curves.png", title, "epochs (50,000 images)", per_step)]
 
 
+# The repository's figures: results file (under benchmarks/results/), how to draw it, its title.
 FIGURES = {
     "compare-mnist-1500-curves.json": (compare_figures, "MNIST, K=512, 1500 steps, seed 0, 2-core CPU"),
     "gfid-mnist-10ep-cpu.json": (generation_figures, "gFID against MNIST test, 10-epoch tokenizer, CPU prior (6 x 256)"),

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from infra.checkpointing import CONFIG_FILE, latest_step, list_checkpoints
+from infra.checkpointing import CONFIG_FILE, list_checkpoints, read_state
 from infra.training import read_metrics
 
 TRAIN_TERMS = ("train/reconstruction", "train/transport", "train/loss", "train/perplexity", "train/codes_used", "lr")
@@ -80,7 +80,7 @@ def chunks_of(rows: list[dict], pause_seconds: float = 60.0) -> list[Chunk]:
     for group in split_chunks(rows, pause_seconds):
         first = max((step for step in logged if step < group[0]["step"]), default=0)
         minutes = (group[-1]["time"] - group[0]["time"]) / 60
-        result.append(Chunk(first if result else 0, group[-1]["step"], round(minutes, 1), loop_ms_per_step(group, -1)))
+        result.append(Chunk(first, group[-1]["step"], round(minutes, 1), loop_ms_per_step(group, -1)))
         logged += [row["step"] for row in group]
     return result
 
@@ -103,7 +103,7 @@ def progress(folder: Path, devices: list[str] | None = None, every: int = 5000, 
              for row in training_rows(rows) if row["step"] % every == 0 or row["step"] == 1]  # fmt: skip
     validation = [row for row in rows if any(key.startswith("validation/") for key in row)]
     return {
-        "step": latest_step(folder) if checkpoints else config.get("max_steps"),
+        "step": read_state(checkpoints[-1])["step"] if checkpoints else None,
         "of": config.get("max_steps"),
         "finished": (folder / "final").is_dir(),
         "batch_size": config.get("batch_size"),
