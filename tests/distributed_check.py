@@ -61,6 +61,10 @@ def main(out: str) -> None:
     records["steps"] = steps
     if accelerator.is_main_process:
         Path(out).write_text(json.dumps(records))
+    # Both ranks leave together and tear gloo down before exit: a rank exiting with the process
+    # group alive could abort in gloo's threads ("terminate called without an active exception").
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

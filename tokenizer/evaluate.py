@@ -3,13 +3,18 @@
     python -m tokenizer.evaluate --tokenizer outputs/tokenizer/final [--split test]
 
 prints JSON with MSE, PSNR (dB), SSIM, dataset perplexity and codes used; `--rfid` adds the FID
-of the reconstructions against the originals (TF Inception weights, resolved offline).
+of the reconstructions against the originals (TF Inception weights, resolved offline). `--out
+FILE` also writes it there as a results record, with the date and the command that measured it.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+import sys
+import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -112,8 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-batches", type=int, default=None)
     parser.add_argument("--rfid", action="store_true", help="also score rFID: reconstructions vs originals")
     parser.add_argument("--rfid-n", type=int, default=None, help="rFID on the first N images (default: all scored)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here, with the date and command")
     args = parser.parse_args(argv)
     check_arguments(args, at_least={"batch_size": 1, "max_batches": 1, "rfid_n": 1})
+    if args.out is not None and args.out.exists():  # refused before the work, not after it
+        raise FileExistsError(f"--out {args.out} exists: give another path or remove it (a results record is not overwritten)")
     model = load_tokenizer(args.tokenizer)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
@@ -128,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["rfid"] = asdict(reconstruction_fid(model, split.select(range(limit)), args.batch_size, reference))
     result.update(tokenizer=args.tokenizer, split=args.split, source=args.source)
     print(json.dumps(result, indent=2))
+    if args.out is not None:
+        command = "python -m tokenizer.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
+        args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "command": command} | result, indent=1) + "\n")
     return result
 
 

@@ -1,6 +1,7 @@
 """Stage one: training, checkpoints, resume, 2 processes, Hub push, evaluation CLI."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -120,6 +121,25 @@ def test_evaluate_cli_prints_metrics(train, tmp_path, capsys):
     result = json.loads(out[out.index("{\n") :])
     assert set(result) >= {"mse", "psnr", "ssim", "perplexity", "codes_used"}
     assert result["num_images"] == 256 and result["psnr"] > 0
+
+
+def test_evaluate_writes_a_record_and_never_overwrites_one(train, tmp_path, capsys):
+    """--out writes what it prints plus the date and the command; an existing file is refused
+    before any work (a finished 40-minute rFID must not replace an earlier record)."""
+    train(f"output_dir={tmp_path}", "max_steps=2")
+    from tokenizer import evaluate
+
+    argv = ["--tokenizer", str(tmp_path / "final"), "--max-batches", "1", "--out", str(tmp_path / "record.json")]
+    capsys.readouterr()
+    printed = evaluate.main(argv)
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record.pop("command") == "python -m tokenizer.evaluate " + " ".join(argv)
+    assert record.pop("date") == time.strftime("%Y-%m-%d")
+    assert record == printed
+    (tmp_path / "record.json").write_text("kept")
+    with pytest.raises(FileExistsError, match="exists: give another path"):
+        evaluate.main(argv)
+    assert (tmp_path / "record.json").read_text() == "kept"
 
 
 @pytest.mark.parametrize("relaxation", [0, 1])
