@@ -171,6 +171,47 @@ def batch_size_figures(record: dict, folder: str | Path, title: str) -> list[Pat
     return [training_curves(curves, Path(folder) / "batch-size-curves.png", title, "epochs (50,000 images)", per_step)]
 
 
+def machine_spans(chunks: list[dict]) -> list[tuple[str, int, int]]:
+    """(machine, first step, last step) of a chunked run, neighbouring chunks on the same kind of
+    machine ("GPU" for a device named H100 / H200 / GPU..., else "CPU") merged into one span."""
+    spans = []
+    for chunk in chunks:
+        machine = "GPU" if (chunk["device"] or "").startswith(("H100", "H200", "GPU")) else "CPU"
+        if spans and spans[-1][0] == machine and spans[-1][2] == chunk["first_step"]:
+            spans[-1] = (machine, spans[-1][1], chunk["last_step"])
+        else:
+            spans.append((machine, chunk["first_step"], chunk["last_step"]))
+    return spans
+
+
+def run_progress_figures(record: dict, folder: str | Path, title: str) -> list[Path]:
+    """A chunked run (`benchmarks.run_progress`'s record): the training reconstruction term, the
+    validation PSNR and the perplexity against steps, each chunk shaded by the machine it ran on."""
+    steps = sorted(int(step) for step in record["train"])
+    train = [record["train"][str(step)] for step in steps]
+    validation = record["validation"]
+    panels = [("train reconstruction (MSE)", [("train", steps, [row["train/reconstruction"] for row in train])]),
+              ("validation PSNR (dB)", [("validation", [row["step"] for row in validation],
+                                         [row["validation/psnr"] for row in validation])]),
+              ("perplexity (of K codes)", [("train batch", steps, [row["train/perplexity"] for row in train]),
+                                           ("validation split", [row["step"] for row in validation],
+                                            [row["validation/perplexity"] for row in validation])])]  # fmt: skip
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8))
+    for axis, (label, lines) in zip(axes, panels):
+        shaded = set()
+        for machine, first, last in machine_spans(record["chunks"]):
+            axis.axvspan(first, last, color="tab:orange" if machine == "GPU" else "tab:grey", alpha=0.12,
+                         label=None if machine in shaded else f"on the {machine}")  # fmt: skip
+            shaded.add(machine)
+        for name, xs, ys in lines:
+            axis.plot(xs, ys, label=name, marker="o", markersize=3 if len(xs) > 8 else 6, linewidth=1.4)
+        if label.startswith("train reconstruction"):
+            axis.set_yscale("log")
+        _labelled(axis, "training step", label, "")
+    figure.suptitle(title, fontsize=10)
+    return [_save(figure, Path(folder) / "run-100ep-curves.png")]
+
+
 # The repository's figures: results file (under benchmarks/results/), how to draw it, its title.
 FIGURES = {
     "compare-mnist-1500-curves.json": (compare_figures, "MNIST, K=512, 1500 steps, seed 0, 2-core CPU"),

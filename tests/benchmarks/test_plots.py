@@ -47,6 +47,26 @@ def test_batch_size_curves_are_drawn_against_epochs(tmp_path, monkeypatch):
     assert drawn == {"batch 32, lr 0.002": [16.0, 32.0], "batch 128, lr 0.004": [64.0]}
 
 
+def test_a_chunked_run_is_drawn_with_its_machines():
+    """Neighbouring chunks on one kind of machine are one shaded span; the figure draws from the
+    record run_progress writes."""
+    chunks = [{"first_step": 0, "last_step": 20, "device": "H200 (call 1)"},
+              {"first_step": 20, "last_step": 35, "device": "H200 (call 2)"},
+              {"first_step": 35, "last_step": 41, "device": "CPU, 2 cores"},
+              {"first_step": 41, "last_step": 60, "device": None},
+              {"first_step": 60, "last_step": 70, "device": "GPU"}]  # fmt: skip
+    assert plots.machine_spans(chunks) == [("GPU", 0, 35), ("CPU", 35, 60), ("GPU", 60, 70)]
+
+
+def test_the_run_progress_figure_is_drawn(tmp_path):
+    record = {"chunks": [{"first_step": 0, "last_step": 10, "device": "H200"}, {"first_step": 10, "last_step": 20, "device": "CPU"}],
+              "train": {str(step): {"train/reconstruction": 1e-3 / step, "train/perplexity": 300.0 + step} for step in (1, 5, 10, 15, 20)},
+              "validation": [{"step": 10, "validation/psnr": 35.0, "validation/perplexity": 420.0}]}  # fmt: skip
+    [path] = plots.run_progress_figures(record, tmp_path, "a run")
+    assert path.name == "run-100ep-curves.png"
+    assert_figure(path)
+
+
 def test_repository_figures_redraw_from_kept_results(tmp_path, capsys):
     results = tmp_path / "results"
     results.mkdir()
