@@ -207,6 +207,7 @@ def run_progress_figures(record: dict, folder: str | Path, title: str) -> list[P
             axis.plot(xs, ys, label=name, marker="o", markersize=3 if len(xs) > 8 else 6, linewidth=1.4)
         if label.startswith("train reconstruction"):
             axis.set_yscale("log")
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}k" if x else "0"))
         _labelled(axis, "training step", label, "")
     figure.suptitle(title, fontsize=10)
     return [_save(figure, Path(folder) / "run-100ep-curves.png")]
@@ -218,6 +219,7 @@ FIGURES = {
     "gfid-mnist-10ep-cpu.json": (generation_figures, "gFID against MNIST test, 10-epoch tokenizer, CPU prior (6 x 256)"),
     "gpu-prior-h100-2026-11-27.json": (gpu_prior_figures, "gFID against MNIST test, 10-epoch tokenizer, GPU prior (12 x 512)"),
     "batch-size-mnist-10ep-2026-12-01.json": (batch_size_figures, "MNIST VQ-WAE, 10 epochs, seed 0, lr 2e-3 x sqrt(batch / 32), 2-core CPU"),
+    "run-100ep-2026-12-01.json": (run_progress_figures, "MNIST VQ-WAE, the paper's 100 epochs (156,250 steps of batch 32), seed 0"),
 }
 
 

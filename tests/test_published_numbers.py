@@ -82,7 +82,7 @@ def test_the_tokenizer_floor_is_its_json():
     assert f"scores rFID {wae['rfid']} at {wae['psnr']} dB (FSQ {fsq['rfid']} at {fsq['psnr']} dB" in readme
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert f"VQ-WAE {wae['rfid']} ({wae['psnr']} dB), FSQ {fsq['rfid']} ({fsq['psnr']} dB)" in summary
-    assert f"gFID 3.96 (the current tokenizer's own floor, rFID {wae['rfid']}, is above it)" in summary
+    assert f"gFID 3.96 (the 10-epoch tokenizer's own floor, rFID {wae['rfid']}, is above it;" in summary
     section = (ROOT / "BENCHMARKS.md").read_text().replace("**", "").split("| 10 epochs, seed 0, all 10k test images |")[1]
     for label, name in (("vq-wae (the current recipe, trained on the CPU)", "vq-wae"), ("fsq", "fsq")):
         row = section.split(f"\n| {label} | ", 1)[1].split("\n", 1)[0].split(" | ")
@@ -363,15 +363,13 @@ def test_the_batch_size_probe_is_its_json():
 
 
 def test_the_100_epoch_progress_is_its_json():
-    """The summary's and A5's steps, the CPU pace, the mid-run validation and the training-terms
-    table, from the run's progress record."""
+    """A5's steps half-way, the CPU pace, the mid-run validation and the training-terms table, from
+    the run's progress record of that day."""
     record = load("run-100ep-progress-2026-12-01.json")
     chunks = record["chunks"]
     assert record["of"] == 156_250 and record["step"] == chunks[-1]["last_step"]
     assert [c["first_step"] for c in chunks[1:]] == [c["last_step"] for c in chunks[:-1]]  # no step lost or repeated
     gpu = sum(c["steps"] for c in chunks if c["device"].startswith("H200"))
-    summary = " ".join(SUMMARY.split())
-    assert f"({record['step']:,} of its 156,250 steps run so far, {gpu:,} on an H200 and the rest on the 2-core CPU" in summary
     text = " ".join((ROOT / "BENCHMARKS.md").read_text().replace("**", "").split("2026-12-01, the 100-epoch run goes on")[1].split())
     assert f"{record['step']:,} of 156,250 steps ({100 * record['step'] // 156_250}%): {record['step'] - gpu:,} on the CPU" in text
     pace = chunks[-1]["loop_ms_per_step"]
@@ -386,3 +384,44 @@ def test_the_100_epoch_progress_is_its_json():
             "codes used (batch of 2,048 latents)": [f"{record['train'][s]['train/codes_used']:.0f}" for s in steps]}  # fmt: skip
     for label, cells in rows.items():
         assert f"| {label} | {' | '.join(cells)} |" in text, label
+
+
+def test_the_papers_row_at_its_budget_is_its_json():
+    """The finished 100-epoch run: README's row and sentence, the summary's row and A5's last part
+    (its chunk table, the test-split table, the validations) from its two records: where it ran
+    (benchmarks.run_progress) and the test split with rFID on all 10k images (tokenizer.evaluate)."""
+    run, test = load("run-100ep-2026-12-01.json"), load("run-100ep-test-2026-12-01.json")
+    assert run["finished"] and run["step"] == run["of"] == 156_250 and run["batch_size"] == 32
+    assert [c["first_step"] for c in run["chunks"][1:]] == [c["last_step"] for c in run["chunks"][:-1]]
+    assert test["split"] == "test" and test["tokenizer"] == "outputs/run-100ep/final"
+    assert test["num_images"] == test["rfid"]["n"] == test["rfid"]["reference_n"] == 10_000
+    psnr, ssim, rfid, perplexity = (f"{test['psnr']:.2f}", f"{test['ssim']:.3f}", f"{test['rfid']['fid']:.2f}",
+                                    f"{test['perplexity']:.1f}")  # fmt: skip
+    row = [psnr, ssim, f"{rfid} (10k images)", perplexity, str(test["codes_used"])]
+    assert table("tokenizer, 10 epochs")["VQ-WAE (ours), 100 epochs, seed 0"] == row
+    readme = " ".join(README.replace("**", "").split())
+    assert f"the recipe scores {psnr} dB, rFID {rfid} on all 10k test images and perplexity {perplexity}" in readme
+    summary = " ".join(SUMMARY.replace("**", "").split())
+    assert f"the 100-epoch one's, {rfid}, is below" in summary
+    assert f"VQ-WAE {psnr} dB, SSIM {ssim}, rFID {rfid} (10k), perplexity {perplexity}, {test['codes_used']} codes" in summary
+    part = (ROOT / "BENCHMARKS.md").read_text().replace("**", "").split("2026-12-01, the paper's 100 epochs, finished")[1]
+    part = part.split("\n## ", 1)[0]
+    for number, chunk in enumerate(run["chunks"], 1):
+        pace = "-" if chunk["loop_ms_per_step"] is None else f"{chunk['loop_ms_per_step']:.2f}"  # one log row: no pace
+        cells = [str(number), chunk["device"], f"{chunk['first_step']:,}-{chunk['last_step']:,}", f"{chunk['minutes']:.1f}", pace]
+        assert f"\n| {' | '.join(cells)} |" in part, number
+    assert f"\n| VQ-WAE (ours), 100 epochs, seed 0 | {' | '.join(row[:2])} | {rfid} | {' | '.join(row[3:])} |" in part
+    floor = load("tokenizer-floor-mnist-10ep-seed0.json")["runs"]["vq-wae"]["0"]["test"]
+    cells = [f"{floor['psnr']:.2f}", f"{floor['ssim']:.3f}", f"{floor['rfid']:.2f}", f"{floor['perplexity']:.1f}", str(floor["codes_used"])]
+    assert f"\n| VQ-WAE (ours), 10 epochs, seed 0 | {' | '.join(cells)} |" in part
+    text = " ".join(part.split())
+    assert f"scores {psnr} dB (the paper: 35.61, so +{test['psnr'] - 35.61:.2f} dB) and rFID {rfid} on all 10k" in text
+    assert f"+{test['psnr'] - floor['psnr']:.2f} dB over its own 10 epochs and rFID {floor['rfid']:.2f} -> {rfid}" in text
+    assert f"Its perplexity, {perplexity}, stays below the paper's 507.7" in text
+    late = [row for step, row in run["train"].items() if int(step) > 83_000]
+    transport, codes = [row["train/transport"] for row in late], [row["train/codes_used"] for row in late]
+    assert (f"transport term stays within {min(transport):.1e}-{max(transport):.1e} and a batch uses "
+            f"{min(codes):.0f}-{max(codes):.0f} codes") in text  # fmt: skip
+    for validation in run["validation"]:
+        step, value = validation["step"], validation["validation/psnr"]
+        assert f"step {step:,}: {value:.2f} dB, perplexity {validation['validation/perplexity']:.1f}" in text, step
