@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infra.checkpointing import CONFIG_FILE, list_checkpoints, read_state
+from infra.config import provenance
 from infra.training import read_metrics
 
 TRAIN_TERMS = ("train/reconstruction", "train/transport", "train/loss", "train/perplexity", "train/codes_used", "lr")
@@ -123,9 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--what", default=None, help="one line on what the run is, for the record")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here (else print it)")
     args = parser.parse_args(argv)
-    record = {"date": time.strftime("%Y-%m-%d"), "what": args.what,
-              "command": "python -m benchmarks.run_progress " + shlex.join(sys.argv[1:] if argv is None else argv),
-              "run": str(args.run)} | progress(args.run, args.devices, args.every, args.pause_seconds)  # fmt: skip
+    record = provenance("benchmarks.run_progress", argv) | {"what": args.what, "run": str(args.run)}
+    record |= progress(args.run, args.devices, args.every, args.pause_seconds)
     text = json.dumps(record, indent=1)
     if args.out:
         args.out.write_text(text + "\n")

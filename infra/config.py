@@ -11,6 +11,9 @@ import argparse
 import dataclasses
 import math
 import re
+import shlex
+import sys
+import time
 import types
 import typing
 from pathlib import Path
@@ -224,11 +227,15 @@ def parse_config(config_class: type[T], argv: list[str] | None = None, descripti
         parser.error(str(error))
 
 
+def provenance(module: str, argv: list[str] | None = None) -> dict:
+    """The head of a results record: today's date and the command that wrote it, `python -m
+    MODULE ARGS` (the arguments `main` was given, else this process's)."""
+    return {"date": time.strftime("%Y-%m-%d"), "command": f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)}
+
+
 def run_cli(main) -> None:
     """Run a command-line `main`; a user error (bad config, data, weights, non-finite loss) prints
     one clear line and exits with status 2 instead of a traceback from deep inside."""
-    import sys
-
     try:
         main()
     except (ValueError, OSError, FloatingPointError) as error:

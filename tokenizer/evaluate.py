@@ -10,16 +10,13 @@ FILE` also writes it there as a results record, with the date and the command th
 from __future__ import annotations
 
 import json
-import shlex
-import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from infra.config import CommandLine, check_arguments, run_cli
+from infra.config import CommandLine, check_arguments, provenance, run_cli
 from infra.data import DataConfig, load_images, to_unit_range
 from infra.fid_score import FIDResult, compute_fid
 
@@ -137,8 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.update(tokenizer=args.tokenizer, split=args.split, source=args.source)
     print(json.dumps(result, indent=2))
     if args.out is not None:
-        command = "python -m tokenizer.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
-        args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "command": command} | result, indent=1) + "\n")
+        args.out.write_text(json.dumps(provenance("tokenizer.evaluate", argv) | result, indent=1) + "\n")
     return result
 
 
