@@ -3,13 +3,29 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# VQWAE_CPU_KERNELS: run as another CPU would (tests/cpu_kernels.py); set before torch loads.
+from tests.cpu_kernels import FloatCheck, apply_kernel_setting, check_kernel_setting  # noqa: E402
+
+KERNEL_SETTING = apply_kernel_setting()
+import torch  # noqa: E402
+
+check_kernel_setting(KERNEL_SETTING)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
+
+
+def pytest_report_header(config):
+    return f"CPU kernels: {KERNEL_SETTING} (ATen {torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
+
+
+@pytest.fixture
+def float_check(request) -> FloatCheck:
+    """Float comparisons with tolerances measured across CPU kernels (tests/cpu_kernels.py)."""
+    return FloatCheck(request.node.nodeid)
 
 
 @pytest.fixture

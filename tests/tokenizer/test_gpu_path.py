@@ -14,6 +14,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from infra.training import NonFiniteGuard, RunConfig
+from tests.cpu_kernels import max_abs_deviation
 from tests.helpers import ROOT, read_metrics, reset_accelerate
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.objective import LossConfig, total_loss
@@ -106,11 +107,19 @@ def test_warm_sinkhorn_is_a_fixed_budget_without_host_reads(monkeypatch):
     torch.testing.assert_close(sinkhorn_only.code_potential, reference.code_potential)
 
 
-def test_compiled_training_matches_eager(train, tmp_path, monkeypatch):
+# Inductor writes its own C++ kernels (vectorised for the ISA it detects), so compiled and eager
+# losses part by rounding that depends on the CPU. Measured (benchmarks/results/float-spread-
+# 2026-12-03.json, every kernel setting at 1 and 2 threads): at most 1e-7. A 10% change of the
+# learning rate moves these three losses by 3.6e-5: the tolerance lies between.
+FLOAT_TOLERANCES = {"losses": 1e-5}
+
+
+@pytest.mark.cpu_kernels
+def test_compiled_training_matches_eager(train, tmp_path, monkeypatch, float_check):
     """compile=true (torch.compile, inductor on the CPU) trains to the same losses as eager within
-    1e-5, and its checkpoints and final weights keep the eager keys (resumable either way).
-    Inductor draws random numbers from its own stream (the first batch's codebook draw); the test
-    makes it use eager's, so only the compiled arithmetic is compared."""
+    what CPU kernels change, and its checkpoints and final weights keep the eager keys (resumable
+    either way). Inductor draws random numbers from its own stream (the first batch's codebook
+    draw); the test makes it use eager's, so only the compiled arithmetic is compared."""
     import torch._inductor.config
 
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
@@ -123,7 +132,7 @@ def test_compiled_training_matches_eager(train, tmp_path, monkeypatch):
         for name, folder in (("eager", eager), ("compiled", compiled))
     }
     assert len(losses["eager"]) == 3
-    assert losses["compiled"] == pytest.approx(losses["eager"], abs=1e-5)
+    float_check.within("losses", max_abs_deviation(losses["compiled"], losses["eager"]), FLOAT_TOLERANCES["losses"])
     eager_keys = set(load_file(eager / "checkpoints" / "step_00000002" / "model.safetensors"))
     assert set(load_file(compiled / "checkpoints" / "step_00000002" / "model.safetensors")) == eager_keys
     VQWAE.from_pretrained(compiled / "final")
