@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from infra.config import provenance
+from infra.files import write_record
 from tests.cpu_kernels import KERNELS, RECORD, SWITCH, machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
               "settings": {name: {**KERNELS[name.split(",")[0]]} for name in runs}, "pytest_exit": exits,
               "checks": checks}  # fmt: skip
     if args.out:
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        write_record(args.out, record)
         print(f"wrote {args.out}")
     return record
 

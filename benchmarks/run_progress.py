@@ -22,6 +22,7 @@ from pathlib import Path
 
 from infra.checkpointing import CONFIG_FILE, list_checkpoints, read_state
 from infra.config import provenance
+from infra.files import write_record
 from infra.training import read_metrics
 
 TRAIN_TERMS = ("train/reconstruction", "train/transport", "train/loss", "train/perplexity", "train/codes_used", "lr")
@@ -123,11 +124,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     record = provenance("benchmarks.run_progress", argv) | {"what": args.what, "run": str(args.run)}
     record |= progress(args.run, args.devices, args.every, args.pause_seconds)
-    text = json.dumps(record, indent=1)
     if args.out:
-        args.out.write_text(text + "\n")
+        write_record(args.out, record)
     else:
-        print(text)
+        print(json.dumps(record, indent=1))
     return record
 
 

@@ -16,6 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import cleaned_on_failure, replace_with
+
 # Fields that may change between a run and its resumption (a top-level name covers its whole
 # section); everything else must match.
 RESUMABLE_FIELDS = {
@@ -35,9 +37,12 @@ RESUMABLE_FIELDS = {
     "cuda_graph",  # a graphed step trains the same weights; the optimizer is matched on resume
     "time_limit_minutes",
     "data.num_workers",  # loader processes: the sampler, in the main process, sets the batch order
+    "start_over",  # how the run began, not what it trains
 }
 
 STATE_FILE = "trainer_state.json"
+# What to do when a run's final save fails: its last checkpoint is the finished state.
+RESUME_TO_SAVE = "the run's checkpoints are intact: free space, then run the same command with resume=latest"
 CONFIG_FILE = "train_config.json"
 
 
@@ -215,8 +220,17 @@ def resume_training(accelerator, resume: str | None, output_dir: str | Path, con
     return TrainingPosition(state["step"], state["batches_seen"])
 
 
+def how_to_resume(output_dir: str | Path) -> str:
+    """After a failed write during a run: the checkpoint it can go on from, and the command."""
+    intact = list_checkpoints(output_dir)
+    where = f"the last intact checkpoint is {intact[-1]}" if intact else "no checkpoint was written yet"
+    return f"{where}; free space, then run the same command with resume=latest"
+
+
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, config: dict, keep: int) -> Path:
-    """accelerator.save_state into a temporary folder, then rename to checkpoints/step_N; prune to `keep`."""
+    """accelerator.save_state into a temporary folder, then rename to checkpoints/step_N; prune to
+    `keep`. A failed write (a full disk) removes the temporary folder and is one line naming the
+    file, the error and the checkpoint to resume from."""
     root = checkpoint_root(output_dir)
     final = root / f"step_{step:08d}"
     temporary = root / f".tmp_step_{step:08d}"
@@ -224,31 +238,32 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary), safe_serialization=True)
-    accelerator.wait_for_everyone()
+    with cleaned_on_failure(temporary, f"checkpoint step {step}", how_to_resume(output_dir)):
+        accelerator.save_state(str(temporary), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (temporary / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            # Written last, it marks the checkpoint complete and records every file's size and checksum.
+            (temporary / STATE_FILE).write_text(json.dumps({"step": step, **state, "files": manifest(temporary)}))
     if accelerator.is_main_process:
-        (temporary / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        # Written last, it marks the checkpoint complete and records every file's size and checksum.
-        (temporary / STATE_FILE).write_text(json.dumps({"step": step, **state, "files": manifest(temporary)}))
-        shutil.rmtree(final, ignore_errors=True)
-        temporary.rename(final)
+        replace_with(temporary, final)
         for old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
 
-def save_final(model, folder: str | Path, card: str) -> Path:
-    """save_pretrained into a temporary sibling folder, write the model card, rename into place."""
+def save_final(model, folder: str | Path, card: str | None = None, **save_options) -> Path:
+    """save_pretrained (and the model card, README.md) into a temporary sibling folder, renamed
+    into place; a failed write leaves the earlier folder (if any) as it was and names the file."""
     folder = Path(folder)
     temporary = folder.with_name(f".tmp_{folder.name}")
     shutil.rmtree(temporary, ignore_errors=True)
-    model.save_pretrained(temporary)
-    (temporary / "README.md").write_text(card)
-    if folder.exists():
-        shutil.rmtree(folder)
-    temporary.rename(folder)
-    return folder
+    with cleaned_on_failure(temporary, f"the model {folder}", RESUME_TO_SAVE):
+        model.save_pretrained(temporary, **save_options)
+        if card is not None:
+            (temporary / "README.md").write_text(card)
+    return replace_with(temporary, folder)
 
 
 def push_folder(folder: str | Path, repo_id: str, commit_message: str = "Upload from vqwae") -> str:

@@ -239,5 +239,9 @@ def run_cli(main) -> None:
     try:
         main()
     except (ValueError, OSError, FloatingPointError) as error:
+        from tqdm import tqdm
+
+        for bar in list(tqdm._instances):  # end open progress bars: the error gets a line of its own
+            bar.close()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

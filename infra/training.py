@@ -15,7 +15,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
+from .checkpointing import how_to_resume, save_checkpoint
 from .config import check_choice, check_positive
+from .files import write_failed
 
 
 @dataclass
@@ -41,6 +43,7 @@ class RunConfig:
     time_limit_minutes: float = 0.0  # > 0: checkpoint and stop after this long (resume=latest goes on)
     seed: int = 0
     resume: str | None = None  # latest | path to a checkpoint folder
+    start_over: bool = False  # output_dir holds an earlier run: move it to <output_dir>.previous-N, start afresh
     checkpoint_every: int = 500
     checkpoints_to_keep: int = 2
     log_every: int = 50
@@ -62,6 +65,8 @@ class RunConfig:
             check_positive(name, getattr(self, name))
         for name in ("warmup_steps", "weight_decay", "max_grad_norm", "validation_batches", "time_limit_minutes"):
             check_positive(name, getattr(self, name), allow_zero=True)
+        if self.start_over and self.resume:
+            raise ValueError(f"start_over=true starts afresh but resume={self.resume} continues a run; set one of them")
         if self.push_to_hub and not self.hub_repo_id:
             raise ValueError("push_to_hub=true needs hub_repo_id=USER/NAME")
 
@@ -129,6 +134,23 @@ def out_of_time(accelerator: Accelerator, config: RunConfig, started: float, ste
         return False
     late = torch.tensor([float(time.monotonic() - started > 60 * config.time_limit_minutes)], device=accelerator.device)
     return accelerator.reduce(late, "sum").item() > 0
+
+
+def checkpoint_if_due(accelerator: Accelerator, config: RunConfig, step: int, batches_seen: int, saved_config: dict,
+                      started: float, stop) -> bool:  # fmt: skip
+    """After an optimizer step: save a checkpoint on checkpoint steps, at max_steps, past
+    time_limit_minutes, or when a signal asked the run to stop (`stop`: infra.polite_stop), which
+    then marks the step in the metrics and exits with 128 + the signal's number. True when the
+    time limit ends the run here (the caller returns `stop_at_time_limit`)."""
+    stop_early = out_of_time(accelerator, config, started, step) and step < config.max_steps
+    signalled = stop.requested(step) and step < config.max_steps
+    if step % config.checkpoint_every == 0 or step == config.max_steps or stop_early or signalled:
+        state = {"batches_seen": batches_seen}
+        checkpoint = save_checkpoint(accelerator, config.output_dir, step, state, saved_config, config.checkpoints_to_keep)
+    if signalled:
+        log_metrics(accelerator, config, step, {"stopped_by_signal": stop.received})
+        stop.exit(step, checkpoint)
+    return stop_early
 
 
 def stop_at_time_limit(accelerator: Accelerator, config: RunConfig, step: int, progress) -> dict:
@@ -294,7 +316,10 @@ def log_metrics(
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         path = Path(config.output_dir) / METRICS_FILE
-        _start_on_a_new_line(path)
-        with open(path, "a") as file:
-            file.write(json.dumps({"step": step, "time": time.time(), **logs}) + "\n")
+        try:
+            _start_on_a_new_line(path)
+            with open(path, "a") as file:
+                file.write(json.dumps({"step": step, "time": time.time(), **logs}) + "\n")
+        except OSError as error:  # a full disk: readers skip a half-written line
+            raise write_failed(path, error, "the metrics", how_to_resume(config.output_dir)) from None
     return logs

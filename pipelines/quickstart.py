@@ -8,7 +8,8 @@
 4. judge samples with a digit classifier (the share of class-conditional samples read as the
    asked digit, the share of unconditional ones recognisable) and score FID of unconditional
    samples against the MNIST test split (a modest count, stated),
-then print where everything is. Everything lands in outputs/quickstart/ (`--output-dir`).
+then print where everything is. Everything lands in outputs/quickstart/ (`--output-dir`); an
+earlier quickstart there is first moved to outputs/quickstart.previous-N (nothing is deleted).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 import torch
 
 from infra.config import CommandLine, check_arguments, run_cli
+from infra.files import write_record
+from infra.run_folder import lock_folder, move_aside
 from infra.training import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +61,12 @@ def main(argv: list[str] | None = None) -> dict:
                                     "judge_unconditional": 0})  # fmt: skip
     output = Path(args.output_dir)
     started = time.time()
+    # The folder is this quickstart's alone; an earlier quickstart there is moved aside, not deleted.
+    claim = lock_folder(output)
+    if earlier := [name for name in ("tokenizer", "prior", "summary.json") if (output / name).exists()]:
+        moved = move_aside(output)  # under the lock
+        claim = lock_folder(output)
+        print(f"{output} held an earlier quickstart ({', '.join(earlier)}): moved to {moved}; starting afresh")
 
     # 1. Stage one: the tokenizer.
     launch("tokenizer/train.py", "configs/tokenizer/mnist.yaml", f"output_dir={output / 'tokenizer'}",
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         "minutes": round((time.time() - started) / 60, 1),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_record(output / "summary.json", summary, "the quickstart's summary")
     print("\n" + json.dumps(summary, indent=2))
     print(
         f"\ngFID {score['fid']:.2f} on {score['n']} unconditional samples vs {score['reference_n']} "
@@ -113,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"digit classifier with {digits['classifier_test_accuracy']:.2%} test accuracy; sampling "
           f"{pipe.sampling_defaults or 'temperature 1, no top-k, no guidance'}")  # fmt: skip
     print(f"Load it: VQWAEPipeline.from_pretrained({str(pipeline_dir)!r})(n=16).images")
+    claim.release()
     return summary
 
 

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from infra.data import to_unit_range
-from infra.files import warn_rebuilding
+from infra.files import cleaned_on_failure, replace_with, warn_rebuilding
 from tokenizer.legacy import config_and_weights_digest, legacy_identity
 from tokenizer.model import VQWAE
 
@@ -92,8 +92,9 @@ def load_or_encode(cache_dir: str | Path, split_name: str, tokenizer: VQWAE, spl
     if accelerator is None or accelerator.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
-        save_file(encoded, str(temporary), metadata={"tokenizer": identity, "split": split_name})
-        temporary.rename(path)
+        with cleaned_on_failure(temporary, f"the code cache {path}", "free space and run the same command again"):
+            save_file(encoded, str(temporary), metadata={"tokenizer": identity, "split": split_name})
+        replace_with(temporary, path)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return encoded

@@ -23,18 +23,20 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from infra.checkpointing import push_folder, resume_training, save_checkpoint
+from infra.checkpointing import RESUME_TO_SAVE, push_folder, resume_training, save_final
 from infra.config import parse_config, run_cli, to_dict
 from infra.data import load_images, to_unit_range
 from infra.digit_classifier import load_classifier
+from infra.polite_stop import PoliteStop
+from infra.run_folder import claim_run_folder
 from infra.training import (
     NonFiniteGuard,
     backward_and_step,
     batches_from,
     build_accelerator,
+    checkpoint_if_due,
     compile_model,
     log_metrics,
-    out_of_time,
     stop_at_time_limit,
     training_loader,
 )
@@ -86,8 +88,10 @@ def main(argv=None) -> dict:
     config = parse_config(PriorTrainConfig, argv, __doc__)
     output_dir = Path(config.output_dir)
 
-    # 1. Accelerator and seed.
+    # 1. Accelerator and seed. The output folder is this run's alone (locked; an earlier run there
+    #    is continued or moved aside).
     accelerator = build_accelerator(config)
+    claim = claim_run_folder(output_dir, config.resume, config.start_over, accelerator)
     set_seed(config.seed)
 
     # 2. Tokenizer (frozen) and the data set as cached code sequences.
@@ -162,40 +166,40 @@ def main(argv=None) -> dict:
     started = time.monotonic()  # for time_limit_minutes
     model.train()
     progress = tqdm(total=config.max_steps, initial=step, desc="prior", disable=not accelerator.is_main_process)
-    for batch_codes, batch_labels in batches_from(accelerator, train_loader, batches_seen):
-        batches_seen += 1
-        with accelerator.accumulate(model):
-            # 5a. Next-token prediction over [prefix] + codes.
-            loss = causal_lm_loss(model, sequences(batch_codes, batch_labels, vocabulary, config, train=True))
-            if not guard.step_ok({"cross_entropy": loss}, loss, step + 1):
-                optimizer.zero_grad(set_to_none=True)
+    with PoliteStop(accelerator, config.log_every) as stop:  # SIGTERM / SIGINT: checkpoint, then exit
+        for batch_codes, batch_labels in batches_from(accelerator, train_loader, batches_seen):
+            if step >= config.max_steps:  # resumed from a finished run's last checkpoint
+                break
+            batches_seen += 1
+            with accelerator.accumulate(model):
+                # 5a. Next-token prediction over [prefix] + codes.
+                loss = causal_lm_loss(model, sequences(batch_codes, batch_labels, vocabulary, config, train=True))
+                if not guard.step_ok({"cross_entropy": loss}, loss, step + 1):
+                    optimizer.zero_grad(set_to_none=True)
+                    continue
+                # 5b. Backward and update.
+                backward_and_step(accelerator, model, optimizer, loss, config)
+            if not accelerator.sync_gradients:
                 continue
-            # 5b. Backward and update.
-            backward_and_step(accelerator, model, optimizer, loss, config)
-        if not accelerator.sync_gradients:
-            continue
-        scheduler.step()
-        step += 1
-        progress.update(1)
+            scheduler.step()
+            step += 1
+            progress.update(1)
 
-        # 5c. Log, validate, checkpoint (after checking that no step so far was non-finite).
-        guard.verify_if_due(step)
-        if step % config.log_every == 0 or step == 1:
-            logs = log_metrics(
-                accelerator, config, step, {"train/bits_per_code": loss / math.log(2), "lr": scheduler.get_last_lr()[0]}
-            )
-            progress.set_postfix(bits=f"{logs['train/bits_per_code']:.3f}")
-        if step % config.validate_every == 0 and step < config.max_steps:
-            validate()
-        stop_early = out_of_time(accelerator, config, started, step)
-        if step % config.checkpoint_every == 0 or step == config.max_steps or stop_early:
-            state = {"batches_seen": batches_seen}
-            save_checkpoint(accelerator, output_dir, step, state, {**to_dict(config), "tokenizer_id": tokenizer_id},
-                            config.checkpoints_to_keep)  # fmt: skip
-        if stop_early and step < config.max_steps:
-            return stop_at_time_limit(accelerator, config, step, progress)
-        if step >= config.max_steps:
-            break
+            # 5c. Log and validate (after checking that no step so far was non-finite).
+            guard.verify_if_due(step)
+            if step % config.log_every == 0 or step == 1:
+                logs = log_metrics(
+                    accelerator, config, step, {"train/bits_per_code": loss / math.log(2), "lr": scheduler.get_last_lr()[0]}
+                )
+                progress.set_postfix(bits=f"{logs['train/bits_per_code']:.3f}")
+            if step % config.validate_every == 0 and step < config.max_steps:
+                validate()
+            # 5d. Checkpoint when due; SIGTERM / SIGINT: checkpoint, then exit 128 + the signal.
+            saved_config = {**to_dict(config), "tokenizer_id": tokenizer_id}
+            if checkpoint_if_due(accelerator, config, step, batches_seen, saved_config, started, stop):
+                return stop_at_time_limit(accelerator, config, step, progress)
+            if step >= config.max_steps:
+                break
     progress.close()
 
     # 6. Final validation; save the prior and the pipeline folder (tokenizer + prior), with the
@@ -203,15 +207,16 @@ def main(argv=None) -> dict:
     metrics = validate()
     if accelerator.is_main_process:
         prior = accelerator.unwrap_model(model)
-        prior.save_pretrained(output_dir / "final", safe_serialization=True)
+        save_final(prior, output_dir / "final", safe_serialization=True)
         extra = {"class_conditional": config.class_conditional, "num_classes": vocabulary.num_classes,
                  "validation_bits_per_code": metrics["bits_per_code"], "data_source": config.data.source}  # fmt: skip
         extra.update(sampling_defaults(config, prior.eval(), tokenizer, splits["validation"], accelerator.print))
-        folder = save_pipeline_folder(output_dir / "pipeline", tokenizer, prior, tokenizer_id, extra)
+        folder = save_pipeline_folder(output_dir / "pipeline", tokenizer, prior, tokenizer_id, extra, RESUME_TO_SAVE)
         accelerator.print(f"prior: validation {metrics['bits_per_code']:.3f} bits per code; pipeline saved to {folder}")
         if config.push_to_hub:
             accelerator.print(f"pushed to {push_folder(folder, config.hub_repo_id)}")
     accelerator.end_training()
+    claim.release()
     return metrics
 
 

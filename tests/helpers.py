@@ -30,33 +30,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def launch_command(args: list[str], processes: int = 1) -> tuple[list[str], dict]:
+    """A real `accelerate launch` of a script (several processes: CPU/gloo) and its environment."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
+                "--dynamo_backend", "no", "--num_processes", str(processes)]  # fmt: skip
+    if processes > 1:  # a fixed port collides with a run still closing or a parallel test
+        launcher += ["--multi_gpu", "--main_process_port", str(free_port())]
+    return launcher + args, env
+
+
 def run_script(args: list[str], processes: int = 1, timeout: int = 600, extra_env: dict | None = None):
     """Run a training script as a real (possibly multi-process, CPU/gloo) accelerate launch."""
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "1",
-        "PYTHONPATH": str(ROOT),
-        "OMP_NUM_THREADS": "1",
-        **(extra_env or {}),
-    }
-    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
-    if processes > 1:
-        launcher += [
-            "--multi_gpu",
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(free_port()),  # a fixed port collides with a run still closing or a parallel test
-        ]
-    else:
-        launcher += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    return subprocess.run(launcher + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    command, env = launch_command(args, processes)
+    return subprocess.run(command, cwd=ROOT, env={**env, **(extra_env or {})}, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
 
 
 def assert_figure(path: Path, min_width: int = 400) -> None:

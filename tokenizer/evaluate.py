@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from infra.config import CommandLine, check_arguments, provenance, run_cli
 from infra.data import DataConfig, load_images, to_unit_range
 from infra.fid_score import FIDResult, compute_fid
+from infra.files import write_record
 
 from .metrics import code_histogram, perplexity_from_counts, psnr, ssim
 from .model import VQWAE, load_tokenizer
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.update(tokenizer=args.tokenizer, split=args.split, source=args.source)
     print(json.dumps(result, indent=2))
     if args.out is not None:
-        args.out.write_text(json.dumps(provenance("tokenizer.evaluate", argv) | result, indent=1) + "\n")
+        write_record(args.out, provenance("tokenizer.evaluate", argv) | result)
     return result
 
 

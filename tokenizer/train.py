@@ -23,18 +23,20 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from infra.cards import tokenizer_card
-from infra.checkpointing import push_folder, resume_training, save_checkpoint, save_final
+from infra.checkpointing import push_folder, resume_training, save_final
 from infra.config import parse_config, run_cli, to_dict
 from infra.data import load_images, to_unit_range
+from infra.polite_stop import PoliteStop
+from infra.run_folder import claim_run_folder
 from infra.step_graph import GraphedStep, adam_settings, graph_applies, match_optimizer
 from infra.training import (
     NonFiniteGuard,
     backward_and_step,
     batches_from,
     build_accelerator,
+    checkpoint_if_due,
     compile_model,
     log_metrics,
-    out_of_time,
     stop_at_time_limit,
     training_loader,
 )
@@ -58,8 +60,10 @@ def main(argv=None) -> dict:
     config = parse_config(TokenizerTrainConfig, argv, __doc__)
     output_dir = Path(config.output_dir)
 
-    # 1. Accelerator: devices, mixed precision, accumulation, logging, seeded data order.
+    # 1. Accelerator: devices, mixed precision, accumulation, logging, seeded data order. The output
+    #    folder is this run's alone (locked; an earlier run there is continued or moved aside).
     accelerator = build_accelerator(config)
+    claim = claim_run_folder(output_dir, config.resume, config.start_over, accelerator)
     set_seed(config.seed)  # the same seed on every rank: identical initial weights
 
     # 2. Data: train / validation splits of uint8 images (cached by datasets).
@@ -125,40 +129,40 @@ def main(argv=None) -> dict:
     started = time.monotonic()  # for time_limit_minutes
     model.train()
     progress = tqdm(total=config.max_steps, initial=step, desc="tokenizer", disable=not accelerator.is_main_process)
-    for batch in batches_from(accelerator, train_loader, batches_seen):
-        batches_seen += 1
-        with accelerator.accumulate(model):
-            result = train_step(batch["pixel_values"], step + 1)
-        output, loss = result.output, result.loss
-        if loss is None or not accelerator.sync_gradients:
-            continue
-        scheduler.step()
-        step += 1
-        progress.update(1)
+    with PoliteStop(accelerator, config.log_every) as stop:  # SIGTERM / SIGINT: checkpoint, then exit
+        for batch in batches_from(accelerator, train_loader, batches_seen):
+            if step >= config.max_steps:  # resumed from a finished run's last checkpoint
+                break
+            batches_seen += 1
+            with accelerator.accumulate(model):
+                result = train_step(batch["pixel_values"], step + 1)
+            output, loss = result.output, result.loss
+            if loss is None or not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            step += 1
+            progress.update(1)
 
-        # 5d. Log, validate, checkpoint (after checking that no step so far was non-finite).
-        guard.verify_if_due(step)
-        if step % config.log_every == 0 or step == 1:
-            values = {f"train/{name}": value for name, value in loss.terms.items()}
-            values.update({"train/loss": loss.total, "train/perplexity": output.perplexity,
-                           "train/codes_used": output.quantizer.codes_used, "lr": scheduler.get_last_lr()[0]})  # fmt: skip
-            logs = log_metrics(accelerator, config, step, values)
-            progress.set_postfix(loss=f"{logs['train/loss']:.4f}", ppl=f"{logs['train/perplexity']:.0f}")
-        if config.ot_check_every and step % config.ot_check_every == 0:
-            # The training solver against POT's exact solution of this step's problem.
-            problem = output.quantizer.transport_problem
-            check = check_against_exact(problem.cost_matrix, problem.code_weights, problem.result)
-            log_metrics(accelerator, config, step, {f"ot_check/{key}": value for key, value in asdict(check).items()})
-        if step % config.validate_every == 0 and step < config.max_steps:
-            validate()
-        stop_early = out_of_time(accelerator, config, started, step)
-        if step % config.checkpoint_every == 0 or step == config.max_steps or stop_early:
-            state = {"batches_seen": batches_seen}
-            save_checkpoint(accelerator, output_dir, step, state, to_dict(config), config.checkpoints_to_keep)
-        if stop_early and step < config.max_steps:
-            return stop_at_time_limit(accelerator, config, step, progress)
-        if step >= config.max_steps:
-            break
+            # 5d. Log and validate (after checking that no step so far was non-finite).
+            guard.verify_if_due(step)
+            if step % config.log_every == 0 or step == 1:
+                values = {f"train/{name}": value for name, value in loss.terms.items()}
+                values.update({"train/loss": loss.total, "train/perplexity": output.perplexity,
+                               "train/codes_used": output.quantizer.codes_used, "lr": scheduler.get_last_lr()[0]})  # fmt: skip
+                logs = log_metrics(accelerator, config, step, values)
+                progress.set_postfix(loss=f"{logs['train/loss']:.4f}", ppl=f"{logs['train/perplexity']:.0f}")
+            if config.ot_check_every and step % config.ot_check_every == 0:
+                # The training solver against POT's exact solution of this step's problem.
+                problem = output.quantizer.transport_problem
+                check = check_against_exact(problem.cost_matrix, problem.code_weights, problem.result)
+                log_metrics(accelerator, config, step, {f"ot_check/{key}": value for key, value in asdict(check).items()})
+            if step % config.validate_every == 0 and step < config.max_steps:
+                validate()
+            # 5e. Checkpoint when due; SIGTERM / SIGINT: checkpoint, then exit 128 + the signal.
+            if checkpoint_if_due(accelerator, config, step, batches_seen, to_dict(config), started, stop):
+                return stop_at_time_limit(accelerator, config, step, progress)
+            if step >= config.max_steps:
+                break
     progress.close()
 
     # 6. Final validation, save_pretrained with a model card, optional push to the Hub.
@@ -174,6 +178,7 @@ def main(argv=None) -> dict:
         if config.push_to_hub:
             accelerator.print(f"pushed to {push_folder(final, config.hub_repo_id)}")
     accelerator.end_training()
+    claim.release()
     return metrics
 
 
