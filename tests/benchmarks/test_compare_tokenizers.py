@@ -95,3 +95,36 @@ def test_runs_keep_the_callers_python_path(monkeypatch, tmp_path):
     assert int(env["OMP_NUM_THREADS"]) == max(1, (os.cpu_count() or 1) // 2)
     monkeypatch.delenv("PYTHONPATH")
     assert compare_tokenizers.run_environment(parallel=1)["PYTHONPATH"] == str(ROOT)
+
+
+def test_colour_runs_are_scored_with_lpips_and_on_the_forty_cifar_images(tmp_path, monkeypatch):
+    """On the embedded photos a run's score has LPIPS (the first rfid_n images of the split, the
+    same as rFID's) equal to LPIPS computed here on the same reconstructions, and PSNR, SSIM and
+    LPIPS on the 40 real CIFAR images, which the tables show in a second table."""
+    from argparse import Namespace
+
+    from benchmarks import compare_tokenizers
+    from infra import data, photos
+    from infra.lpips_score import lpips_distance
+    from tokenizer import VQWAE, VQWAEConfig
+    from tokenizer.evaluate import reconstruct
+
+    monkeypatch.setattr(data, "load_photos", lambda size: photos.load_photos(size, {"train": 19, "validation": 6, "test": 10}))
+    torch.manual_seed(0)
+    model = VQWAE(VQWAEConfig(in_channels=3, hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32))
+    model.save_pretrained(tmp_path / "final")
+    config = compare_tokenizers.run_config("configs/tokenizer/photos.yaml", [], 0, 2, tmp_path)
+    result = compare_tokenizers.evaluate_run(config, "test", rfid_n=8, max_batches=None)
+    splits = data.load_images(config.data, 3)
+    for name in ("test", "cifar"):
+        originals = splits[name][:8]["pixel_values"].to(torch.uint8)
+        expected = lpips_distance(reconstruct(model, originals), originals.float() / 255).mean().item()
+        assert result[name]["lpips"] == pytest.approx(expected, rel=1e-5) and result[name]["lpips_n"] == 8
+    assert result["cifar"]["num_images"] == 40 and result["test"]["num_images"] == 10
+    assert "rfid" in result["test"] and "rfid" not in result["cifar"] and "lpips" not in result["validation"]
+    results = {"vq-wae": {0: result}}
+    cifar = compare_tokenizers.summarise(results, "cifar")
+    args = Namespace(steps=2, seeds=[0], split="test", reference=None)
+    table = compare_tokenizers.markdown(compare_tokenizers.summarise(results, "test"), results, {}, args, cifar)
+    assert f"| {result['test']['lpips']:.3f} (" in table.split("The 40 CIFAR")[0]
+    assert f"| {result['cifar']['lpips']:.3f} (" in table.split("The 40 CIFAR")[1]

@@ -136,3 +136,8 @@ def test_reference_statistics_are_cached(mnist_images, monkeypatch):
     first = fid_score.compute_fid(mnist_images[:6], "mnist:test", reference_n=10)
     second = fid_score.compute_fid(mnist_images[:6], "mnist:test", reference_n=10)
     assert calls == [10, 6, 6] and first.fid == pytest.approx(second.fid, abs=1e-9)
+    # The same reference rebuilt with other images (same name, size and count) is scored afresh.
+    reference_images = fid_score.reference_images
+    monkeypatch.setattr(fid_score, "reference_images", lambda *args: 255 - reference_images(*args))
+    third = fid_score.compute_fid(mnist_images[:6], "mnist:test", reference_n=10)
+    assert calls == [10, 6, 6, 10, 6] and abs(third.fid - first.fid) > 1.0
