@@ -104,7 +104,11 @@ def test_config_trains_tokenizer_and_prior_on_its_hub_schema(name, size, grid, t
     logged = [row["validation/bits_per_code"] for row in read_metrics(tmp_path / "prior")
               if "validation/bits_per_code" in row]  # fmt: skip
     assert metrics["bits_per_code"] == pytest.approx(logged[-1])
-    assert (tmp_path / "prior" / "pipeline" / "pipeline_config.json").is_file()
+    # The saved pipeline samples colour images of the config's size.
+    from pipelines import VQWAEPipeline
+
+    images = VQWAEPipeline.from_pretrained(tmp_path / "prior" / "pipeline")(n=2, batch_size=2).images
+    assert [(image.mode, image.size) for image in images] == [("RGB", (size, size))] * 2
 
 
 def test_a_data_set_with_several_configurations_needs_its_subset(tmp_path):

@@ -1,0 +1,46 @@
+"""The colour numbers README.md and BENCHMARKS.md print, against the results JSON the benchmarks
+wrote (benchmarks/results/): the embedded photos' 1,500-step side-by-side with its 40 CIFAR images,
+the 64 px pair, and the colour prior's gFID."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_published_numbers import README, SUMMARY, load, spread, table
+
+COLOUR = {"VQ-WAE (ours)": "vq-wae", "FSQ": "fsq", "VQ-VAE (ours, same backbone)": "vq-vae",
+          "VQ-EMA (k-means, dead-code expiry)": "vq-ema"}  # fmt: skip
+
+
+def colour_row(summary: dict, cifar: dict) -> list[str]:
+    """PSNR mean (min-max), SSIM, LPIPS, rFID, perplexity, codes used; the CIFAR images' PSNR / LPIPS."""
+    return [spread(summary["psnr"]), f"{summary['ssim']['mean']:.3f}", f"{summary['lpips']['mean']:.3f}",
+            f"{summary['rfid']['mean']:.2f}", f"{summary['perplexity']['mean']:.1f}",
+            f"{summary['codes_used']['mean']:.0f}", f"{cifar['psnr']['mean']:.2f} / {cifar['lpips']['mean']:.3f}"]  # fmt: skip
+
+
+def test_the_colour_table_is_its_json():
+    record = load("compare-photos-1500.json")
+    assert record["steps"] == 1500 and record["seeds"] == [0, 1, 2] and record["split"] == "test"
+    assert all(run["test"]["rfid_n"] == run["test"]["lpips_n"] == 1000 for runs in record["runs"].values()
+               for run in runs.values())  # fmt: skip
+    assert all(run["cifar"]["num_images"] == 40 for runs in record["runs"].values() for run in runs.values())
+    printed = table("tokenizer, colour photos, 1,500 steps")
+    for label, name in COLOUR.items():
+        assert printed[label] == colour_row(record["summary"][name], record["cifar_summary"][name]), label
+
+
+def test_the_colour_summary_row_is_its_json():
+    record = load("compare-photos-1500.json")["summary"]
+    row = next(line for line in SUMMARY.splitlines() if line.startswith("| colour photos, tokenizer PSNR"))
+    for name in COLOUR.values():
+        assert f"{record[name]['psnr']['mean']:.2f}" in row, name
+        assert f"{record[name]['lpips']['mean']:.3f}" in row, name
+
+
+@pytest.mark.parametrize("reference", ["test", "train"])
+def test_the_colour_prior_gfid_is_its_json(reference):
+    record = load(f"gfid-photos-{reference}.json")
+    assert record["reference"] == f"photos:{reference}" and record["n"] == record["reference_n"] == 1000
+    fid = record["settings"]["unconditional"]["fid"]["1000"]
+    assert f"{reference} crops: {fid:.1f}" in README.replace("**", "")
