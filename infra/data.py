@@ -157,7 +157,7 @@ def _images_to_pixels(batch: dict, config: DataConfig, channels: int) -> dict:
 def is_dataset_repository(folder: Path) -> bool:
     """A clone of a Hub data set repository: a dataset card or data files datasets' builders read
     (what `load_dataset` would download), rather than a folder of images."""
-    return (folder / "README.md").is_file() or any(folder.rglob("*.parquet")) or any(folder.rglob("*.arrow"))
+    return (folder / "README.md").is_file() or any(path.suffix in (".parquet", ".arrow") for path in folder.rglob("*"))
 
 
 def _load_raw(source: str, subset: str | None = None) -> datasets.DatasetDict:
@@ -176,7 +176,7 @@ def _load_raw(source: str, subset: str | None = None) -> datasets.DatasetDict:
     elif source.startswith(("/", "./", "../", "~")) or folder.exists():  # a path, never a Hub id
         raise ValueError(f"data.source={source!r}: no such folder; point it at a folder of images or a Hub data set id")
     else:
-        raw = datasets.load_dataset(source, subset) if subset else datasets.load_dataset(source)
+        raw = datasets.load_dataset(source, subset)
     return raw if isinstance(raw, datasets.DatasetDict) else datasets.DatasetDict(train=raw)
 
 

@@ -56,9 +56,11 @@ def test_hub_name_goes_through_load_dataset(monkeypatch):
         test=datasets.Dataset.from_dict({"image": images[:4], "label": [1] * 4}).cast_column("image", datasets.Image()),
     )
     asked = []
-    monkeypatch.setattr(data_module.datasets, "load_dataset", lambda name: asked.append(name) or fake)
+    monkeypatch.setattr(data_module.datasets, "load_dataset", lambda *args: asked.append(args) or fake)
     splits = load_images(DataConfig(source="someone/digits", image_size=8), channels=1)
-    assert asked == ["someone/digits"] and len(splits["test"]) == 4
+    assert asked == [("someone/digits", None)] and len(splits["test"]) == 4
+    load_images(DataConfig(source="someone/svhn", subset="cropped_digits", image_size=8), channels=1)
+    assert asked[-1] == ("someone/svhn", "cropped_digits")
 
 
 def test_wrong_channel_count_names_the_fix(tmp_path):
