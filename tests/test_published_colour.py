@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_published_numbers import README, SUMMARY, load, spread, table
+from tests.test_published_numbers import README, ROOT, SUMMARY, load, spread, table
 
 COLOUR = {"VQ-WAE (ours)": "vq-wae", "FSQ": "fsq", "VQ-VAE (ours, same backbone)": "vq-vae",
           "VQ-EMA (k-means, dead-code expiry)": "vq-ema"}  # fmt: skip
@@ -44,3 +44,18 @@ def test_the_colour_prior_gfid_is_its_json(reference):
     assert record["reference"] == f"photos:{reference}" and record["n"] == record["reference_n"] == 1000
     fid = record["settings"]["unconditional"]["fid"]["1000"]
     assert f"{reference} crops: {fid:.1f}" in README.replace("**", "")
+
+
+def test_the_64px_pair_is_its_json():
+    record = load("compare-photos-64px.json")
+    assert record["steps"] == 1500 and record["seeds"] == [0] and record["split"] == "test"
+    assert all("data.image_size=64" in variant for variant in record["variants"].values())
+    section = (ROOT / "BENCHMARKS.md").read_text().split("| tokenizer, 64 px", 1)[1]
+    printed = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|").split("|")[1:]]
+               for line in section.splitlines()[2:4]}  # fmt: skip
+    for label, name in {"VQ-WAE (ours)": "vq-wae", "VQ-VAE (ours, same backbone)": "vq-vae"}.items():
+        summary, cifar = record["summary"][name], record["cifar_summary"][name]
+        expected = [f"{summary['psnr']['mean']:.2f}", f"{summary['ssim']['mean']:.3f}", f"{summary['lpips']['mean']:.3f}",
+                    f"{summary['rfid']['mean']:.2f}", f"{summary['perplexity']['mean']:.1f}",
+                    f"{summary['codes_used']['mean']:.0f}", f"{cifar['psnr']['mean']:.2f} / {cifar['lpips']['mean']:.3f}"]  # fmt: skip
+        assert printed[label] == expected, label
