@@ -10,6 +10,7 @@ from infra.training import RunConfig
 
 from .model import VQWAEConfig
 from .objective import LossConfig
+from .transport_chunked import fits_budget
 
 
 @dataclass
@@ -41,6 +42,23 @@ class TokenizerTrainConfig(RunConfig):
             )
         if self.model.image_size != self.data.image_size:
             self.model = dataclasses.replace(self.model, image_size=self.data.image_size)
+        if self.model.quantizer == "wasserstein":
+            self._check_memory_budget()
+
+    def _check_memory_budget(self) -> None:
+        """What needs a step's whole (latents x codes) matrix is refused past the OT memory budget
+        (where the step works in chunks): POT's exact solver and the exact check."""
+        transport, latents = self.model.transport, self.batch_size * self.model.grid_size**2
+        if fits_budget(1, latents, self.model.codebook_size, transport.memory_budget_mb):
+            return
+        size = f"{latents} latents x {self.model.codebook_size} codes"
+        budget = f"model.transport.memory_budget_mb={transport.memory_budget_mb:g}"
+        if transport.solver == "exact":
+            raise ValueError(f"model.transport.solver=exact needs the whole cost matrix: {size} pass {budget}; "
+                             "use solver=sinkhorn or raise the budget")  # fmt: skip
+        if self.ot_check_every:
+            raise ValueError(f"ot_check_every solves a step's whole problem exactly: {size} pass {budget}; set "
+                             "ot_check_every=0 or raise the budget")  # fmt: skip
 
     def _check_graphable(self) -> None:
         """cuda_graph=true needs a step of fixed shapes and no host read: refuse what breaks that."""

@@ -17,14 +17,16 @@ from torch import nn
 
 from .metrics import code_histogram, perplexity_from_counts
 from .transport import TransportConfig, TransportResult, exact_transport, sinkhorn_transport
+from .transport_chunked import CostRows, chunk_rows, chunked_sinkhorn_transport, squared_distances
 
 
 @dataclass
 class TransportProblem:
-    """The OT problem a VQ-WAE step solved (detached): cost_matrix (P, K, N), code_weights (P, K),
-    and the solver's result, for checking it against an exact solver (`check_against_exact`)."""
+    """The OT problem a VQ-WAE step solved (detached): cost_matrix (P, K, N) (None when it was
+    solved in chunks, never built), code_weights (P, K), and the solver's result, for checking it
+    against an exact solver (`check_against_exact`)."""
 
-    cost_matrix: torch.Tensor
+    cost_matrix: torch.Tensor | None
     code_weights: torch.Tensor
     result: TransportResult
 
@@ -46,12 +48,10 @@ class QuantizerOutput:
     transport_problem: TransportProblem | None = None
 
 
-def squared_distances(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """||z_i - c_k||^2 for latents (..., N, D) and codebook (K, D) -> (..., N, K), in fp32."""
-    latents, codebook = latents.float(), codebook.float()
-    return (latents.pow(2).sum(-1, keepdim=True) - 2.0 * latents @ codebook.t() + codebook.pow(2).sum(-1)).clamp_min(
-        0.0
-    )
+def nearest_codes(costs: CostRows, rows: int) -> torch.Tensor:
+    """(P, N): each latent's nearest code, `rows` latents at a time (the distances never built whole)."""
+    spans = range(0, costs.num_latents, rows)
+    return torch.cat([costs.rows(start, start + rows).min(dim=-1).indices for start in spans], dim=1)
 
 
 def is_integer_dtype(dtype: torch.dtype) -> bool:
@@ -95,6 +95,7 @@ class _Quantizer(nn.Module):
         # Set once the codebook holds its initial values (saved, so a loaded model never re-inits).
         self.register_buffer("initialized", torch.tensor(codebook_init == "randn"))
         self._known_initialized = False  # host copy once seen True: reading the buffer syncs a GPU
+        self.lookup_rows: int | None = None  # set: the lookup finds codes this many latents at a time
 
     @torch.no_grad()
     def _initialize_from(self, latents: torch.Tensor) -> None:
@@ -113,14 +114,19 @@ class _Quantizer(nn.Module):
         self.codebook.data.copy_(chosen)
         self.initialized.fill_(True)
 
-    def lookup(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """latents (B, D, h, w) -> flat latents (B*h*w, D), distances (B*h*w, K), codes (B*h*w,)."""
+    def lookup(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """latents (B, D, h, w) -> flat latents (B*h*w, D), distances (B*h*w, K), codes (B*h*w,).
+        With lookup_rows set and more latents than that, the codes are found a chunk at a time and
+        the distances are never built (None)."""
         flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # (B*h*w, D)
         if self.training and not self._known_initialized:
             if not bool(self.initialized):
                 self._initialize_from(flat.detach())
             self._known_initialized = True
         with torch.autocast(latents.device.type, enabled=False):
+            if self.lookup_rows is not None and flat.shape[0] > self.lookup_rows:
+                costs = CostRows.of_latents(flat.detach()[None], self.codebook.detach())
+                return flat, None, nearest_codes(costs, self.lookup_rows)[0]
             distances = squared_distances(flat, self.codebook)  # (B*h*w, K)
         # min(...).indices, not argmin: the same first-minimum indices, 2-3x faster on CPU (torch 2.14).
         codes = distances.detach().min(dim=-1).indices
@@ -182,6 +188,8 @@ class WassersteinQuantizer(_Quantizer):
         )
         # Last step's code potentials: the Sinkhorn warm start (codes move little per step).
         self.register_buffer("code_potential", torch.zeros(num_problems, codebook_size))
+        # Past the memory budget the lookup and the OT term work in chunks of this many latents.
+        self.lookup_rows = chunk_rows(1, codebook_size, transport.memory_budget_mb)
 
     def code_weights(self) -> torch.Tensor:
         """pi = softmax(logits): (num_problems, K)."""
@@ -198,11 +206,24 @@ class WassersteinQuantizer(_Quantizer):
         gathered[dist.get_rank()] = local
         return torch.cat(gathered, dim=0)
 
+    def _cost_matrix(self, grid: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+        """(P, K, N) in the scope's layout from the grid latents (B, h*w, D) and the lookup's
+        distances (B*h*w, K) (recomputed when the latents were gathered from several processes)."""
+        batch, positions, _ = grid.shape
+        if _world_size() == 1:
+            grid_distances = distances.view(batch, positions, -1)  # (B, h*w, K)
+        else:
+            grid_distances = squared_distances(grid, self.codebook)  # (world*B, h*w, K)
+        if self.transport_config.scope == "position":
+            return grid_distances.permute(1, 2, 0)  # (h*w, K, B)
+        return grid_distances.reshape(-1, self.codebook_size).t()[None]  # (1, K, B*h*w)
+
     def transport(
-        self, latents: torch.Tensor, distances: torch.Tensor, nearest_codes: torch.Tensor | None = None
+        self, latents: torch.Tensor, distances: torch.Tensor | None, nearest: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, TransportProblem]:
         """OT loss for latents (B, D, h, w) with their code distances (B*h*w, K) and nearest codes
-        (B*h*w,) from `lookup`: num_positions x the mean OT cost over problems, and the problem."""
+        (B*h*w,) from `lookup`: num_positions x the mean OT cost over problems, and the problem.
+        distances=None (a lookup in chunks): the problem is solved in chunks, its costs recomputed."""
         config = self.transport_config
         batch, dim, height, width = latents.shape
         if config.scope == "position" and height * width != self.num_positions:
@@ -212,27 +233,33 @@ class WassersteinQuantizer(_Quantizer):
             )
         with torch.autocast(latents.device.type, enabled=False):
             grid = latents.float().permute(0, 2, 3, 1).reshape(batch, height * width, dim)
-            if _world_size() == 1:
-                grid_distances = distances.view(batch, height * width, -1)  # (B, h*w, K)
-            else:
+            if _world_size() > 1:
                 grid = self._gather_latents(grid)  # (world*B, h*w, D)
-                grid_distances = squared_distances(grid, self.codebook)  # (world*B, h*w, K)
             if config.scope == "position":
                 problems = grid.transpose(0, 1)  # (h*w, B, D): position m's pi_m vs its B latents
-                cost = grid_distances.permute(1, 2, 0)  # (h*w, K, B)
             else:
                 problems = grid.reshape(1, -1, dim)  # (1, B*h*w, D)
-                cost = grid_distances.reshape(-1, self.codebook_size).t()[None]  # (1, K, B*h*w)
+            chunked = distances is None or problems.shape[1] * problems.shape[0] > self.lookup_rows
+            cost = None if chunked else self._cost_matrix(grid, distances)  # (P, K, N)
             weights = self.code_weights()
             assignment = config.solver == "sinkhorn"  # Laguerre cells; the exact solver's plan is dense
             if config.solver == "exact":
+                if cost is None:
+                    raise ValueError(
+                        f"model.transport.solver=exact needs the whole cost matrix, and {problems.shape[0] * problems.shape[1]} "
+                        f"latents x {self.codebook_size} codes pass model.transport.memory_budget_mb="
+                        f"{config.memory_budget_mb:g}; use solver=sinkhorn or raise the budget"
+                    )
                 result = exact_transport(cost, weights)
+            elif chunked:  # past the memory budget: the costs recomputed a chunk of latents at a time
+                costs = CostRows.of_latents(problems.detach(), self.codebook.detach())
+                result = chunked_sinkhorn_transport(costs, weights, config, code_potential=self.code_potential)
             else:
                 # Warm-started from the last training step's potential; eval reads it without update.
                 result = sinkhorn_transport(cost, weights, config, code_potential=self.code_potential, dense_plan=False)
             if self.training:
                 self.code_potential.copy_(result.code_potential)
-            problem = TransportProblem(cost.detach(), weights.detach(), result)
+            problem = TransportProblem(None if cost is None else cost.detach(), weights.detach(), result)
             if not assignment:
                 return self.num_positions * result.cost.mean(), problem
             # The assignment plan is one-hot: its cost is the mean ||z_n - c_cell(n)||^2 of each
@@ -244,15 +271,16 @@ class WassersteinQuantizer(_Quantizer):
             else:
                 # Same value and codebook gradient; the latents are pulled to the code that decodes
                 # them (their nearest) instead of their OT cell's code.
-                if nearest_codes is None or _world_size() > 1:  # gathered latents: recompute
-                    nearest_codes = cost.min(dim=1).indices
+                if nearest is None or _world_size() > 1:  # gathered latents: recompute
+                    nearest = nearest_codes(CostRows.of_latents(problems.detach(), self.codebook.detach()),
+                                            self.lookup_rows)  # fmt: skip
                 elif config.scope == "position":
-                    nearest_codes = nearest_codes.view(batch, height * width).t()  # (h*w, B)
+                    nearest = nearest.view(batch, height * width).t()  # (h*w, B)
                 else:
-                    nearest_codes = nearest_codes.view(1, -1)  # (1, B*h*w)
-                nearest = self.codebook[nearest_codes].float().detach()  # (P, N, D)
+                    nearest = nearest.view(1, -1)  # (1, B*h*w)
+                nearest_codewords = self.codebook[nearest].float().detach()  # (P, N, D)
                 codebook_side = (problems.detach() - codewords).pow(2).sum(-1).mean(-1)
-                encoder_side = (problems - nearest).pow(2).sum(-1).mean(-1)
+                encoder_side = (problems - nearest_codewords).pow(2).sum(-1).mean(-1)
                 cost_per_problem = codebook_side + encoder_side - encoder_side.detach()
             potential_term = (weights * result.code_potential).sum(-1)
             cost_per_problem = cost_per_problem + potential_term - potential_term.detach()

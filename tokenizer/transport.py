@@ -47,6 +47,9 @@ class TransportConfig:
     # What the OT term pulls each latent towards: `nearest`, the code that decodes it, or `cell`,
     # its OT cell's code (the paper's gradient); the codebook is trained by OT either way.
     encoder_target: str = "nearest"
+    # The largest (latents x codes) fp32 matrix the OT term may hold, in MB: a problem over it is
+    # solved in chunks of latents (tokenizer/transport_chunked.py), the same result in O(chunk x K).
+    memory_budget_mb: float = 1024.0
 
     def __post_init__(self):
         check_choice("model.transport.solver", self.solver, ("sinkhorn", "exact"))
@@ -57,6 +60,7 @@ class TransportConfig:
         check_positive("model.transport.code_relaxation", self.code_relaxation, allow_zero=True)
         check_positive("model.transport.dual_steps", self.dual_steps, allow_zero=True)
         check_positive("model.transport.dual_candidates", self.dual_candidates, allow_zero=True)
+        check_positive("model.transport.memory_budget_mb", self.memory_budget_mb)
 
 
 @dataclass
@@ -186,7 +190,8 @@ def _sinkhorn(
     warm = potential is not None
     if warm:
         eps = eps_target
-        potential = potential.detach().float().reshape(code_mass.shape).clone()
+        # The bound holds through Sinkhorn's relaxed updates (code sums <= 1): enforced on entry only.
+        potential = _bounded(potential.detach().float().reshape(code_mass.shape).clone(), code_mass, tau, code_relaxation)
     else:  # small-epsilon Sinkhorn from zero potentials needs thousands of iterations: anneal
         eps = torch.maximum(eps_target, cost.mean(dim=(-2, -1), keepdim=True))
         potential = torch.zeros_like(code_mass)  # g, (P, 1, K)
@@ -234,6 +239,52 @@ def _sinkhorn(
         plan = absorbed_plan(potential)
         error = code_error(plan)
     return potential, plan, error, iterations, tau
+
+
+def _bounded(potential: torch.Tensor, code_mass: torch.Tensor, tau: torch.Tensor, code_relaxation: float) -> torch.Tensor:
+    """A semi-relaxed potential projected onto g_k >= tau log pi_k, where its optimum lies (there
+    pi_k e^(-g_k / tau) = m_k <= 1): e^(-g / tau) then stays <= 1 / pi_k, finite at any K. Balanced
+    potentials are returned as they are (their level is free)."""
+    return torch.maximum(potential, tau * code_mass.log()) if code_relaxation > 0 else potential
+
+
+def candidate_cells(candidates: torch.Tensor, candidate_cost: torch.Tensor, num_codes: int):
+    """The Laguerre cells of a potential among each latent's candidate codes (P, N, c) whose costs
+    are candidate_cost (P, N, c): (N, c) work a step instead of (N, K). Returns potential -> cells."""
+    everywhere = (*candidates.shape[:2], num_codes)
+
+    def cells_of(potential: torch.Tensor) -> torch.Tensor:  # (P, N, 1)
+        scores = candidate_cost - potential.expand(everywhere).gather(-1, candidates)
+        return candidates.gather(-1, scores.min(dim=-1, keepdim=True).indices)
+
+    return cells_of
+
+
+def dual_ascent(
+    potential: torch.Tensor, cells_of, code_mass: torch.Tensor, latent_mass: torch.Tensor, tau: torch.Tensor,
+    code_relaxation: float, steps: int, scale: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """`steps` of subgradient ascent on the dual without entropy from potential (P, 1, K), the
+    cells of each potential given by cells_of (-> (P, N, 1)). A step moves g_k by 0.01 x scale x K x
+    (target_k - m_k) / sqrt(t + 1), clipped to +-scale (at large K one crowded code would otherwise
+    move by thousands of scales), and keeps a semi-relaxed potential within its bound (`_bounded`).
+    Returns (potential, cells (P, N, 1), their masses (P, 1, K))."""
+    num_codes = code_mass.shape[-1]
+
+    def masses_of(cells: torch.Tensor) -> torch.Tensor:  # (P, 1, K): the latent mass in each cell
+        return torch.zeros_like(code_mass).scatter_add_(-1, cells.transpose(1, 2), latent_mass.transpose(1, 2))
+
+    cells = cells_of(potential)
+    assigned_mass = masses_of(cells)
+    step = 0.01 * num_codes * scale[:, None, None]
+    limit = scale[:, None, None]
+    for t in range(steps):
+        target = code_mass * (-potential / tau).exp() if code_relaxation > 0 else code_mass
+        change = (step / math.sqrt(t + 1) * (target - assigned_mass)).clamp(min=-limit, max=limit)
+        potential = _bounded(potential + change, code_mass, tau, code_relaxation)
+        cells = cells_of(potential)
+        assigned_mass = masses_of(cells)
+    return potential, cells, assigned_mass
 
 
 def _finish_potential(potential: torch.Tensor, code_relaxation: float) -> torch.Tensor:
@@ -296,8 +347,9 @@ def sinkhorn_transport(
 
     config.dual_steps then refine g for the problem without entropy, whose Laguerre cells the plan
     is: subgradient ascent on D(g) = sum_n b_n min_k (C_kn - g_k) + (pi . g, balanced; tau sum_k
-    pi_k (1 - e^(-g_k / tau)), semi-relaxed), g_k += 0.01 x scale x K x (target_k - m_k) / sqrt(t + 1),
-    with m the cells' masses and target = pi (balanced) or pi e^(-g / tau). Rounding the entropic
+    pi_k (1 - e^(-g_k / tau)), semi-relaxed), g_k += 0.01 x scale x K x (target_k - m_k) / sqrt(t + 1)
+    clipped to +-scale, with m the cells' masses and target = pi (balanced) or pi e^(-g / tau), a
+    semi-relaxed g held >= tau log pi (`dual_ascent`: finite at any K). Rounding the entropic
     potential costs a few percent of objective; each step is one argmin. config.dual_candidates c > 0
     makes the steps cheap: each latent keeps its c nearest codes under the Sinkhorn potential (one
     top-c pass) and its cell is chosen among them, (N, c) work a step instead of (N, K); the plan
@@ -310,7 +362,7 @@ def sinkhorn_transport(
     with torch.no_grad(), torch.autocast(cost_matrix.device.type, enabled=False):
         problem = _problem(cost_matrix, code_weights, latent_weights)
         cost, code_mass, latent_mass, work = problem.cost, problem.code_mass, problem.latent_mass, problem.work
-        num_problems, num_latents, num_codes = cost.shape
+        num_codes = cost.shape[-1]
         start = code_potential if code_potential is not None else torch.zeros_like(code_mass)
         potential, _, _, iterations, tau = _sinkhorn(
             problem, config.epsilon, relaxation, start, config.iterations, config.iterations, TOLERANCE
@@ -322,24 +374,10 @@ def sinkhorn_transport(
 
         if dual_steps and 0 < dual_candidates < num_codes:  # the steps look only at each latent's candidates
             candidates = torch.sub(cost, potential, out=work).topk(dual_candidates, dim=-1, largest=False).indices
-            candidate_cost = cost.gather(-1, candidates)  # (P, N, c)
-            everywhere = (num_problems, num_latents, num_codes)
-
-            def cells_of(potential: torch.Tensor) -> torch.Tensor:  # noqa: F811
-                scores = candidate_cost - potential.expand(everywhere).gather(-1, candidates)
-                return candidates.gather(-1, scores.min(dim=-1, keepdim=True).indices)
-
-        def masses_of(cells: torch.Tensor) -> torch.Tensor:  # (P, 1, K): the latent mass in each cell
-            return torch.zeros_like(code_mass).scatter_add_(-1, cells.transpose(1, 2), latent_mass.transpose(1, 2))
-
-        cells = cells_of(potential)
-        assigned_mass = masses_of(cells)
-        step = 0.01 * num_codes * problem.scale[:, None, None]
-        for t in range(dual_steps):  # subgradient ascent on the dual without entropy
-            target = code_mass * (-potential / tau).exp() if relaxation > 0 else code_mass
-            potential = potential + step / math.sqrt(t + 1) * (target - assigned_mass)
-            cells = cells_of(potential)
-            assigned_mass = masses_of(cells)
+            cells_of = candidate_cells(candidates, cost.gather(-1, candidates), num_codes)
+        potential, cells, assigned_mass = dual_ascent(
+            potential, cells_of, code_mass, latent_mass, tau, relaxation, dual_steps, problem.scale
+        )
         error = (assigned_mass - code_mass).abs().sum(-1).max()
         plan = torch.zeros_like(cost).scatter_(-1, cells, latent_mass) if dense_plan else None
         potential = _finish_potential(potential, relaxation)

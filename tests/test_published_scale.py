@@ -1,0 +1,33 @@
+"""The scale numbers BENCHMARKS.md prints (section 8), against the results JSON that wrote them:
+the OT term's time and peak over K and grid, and the first steps of the 32x32 x 16,384 run."""
+
+from __future__ import annotations
+
+from tests.test_published_numbers import ROOT, load
+
+SECTION = (ROOT / "BENCHMARKS.md").read_text().split("## 8. Scale", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_growth_table_is_its_json():
+    record = load("ot-scale-cpu.json")
+    assert record["command"] in SECTION.replace("\n", " ")
+    printed = [line for line in SECTION.splitlines() if line.startswith("| ") and "x" in line.split("|")[1]]
+    rows = record["rows"]
+    assert len(printed) == len(rows) // 2 == 9
+    for line, whole, chunked in zip(printed, rows[::2], rows[1::2]):
+        assert (whole["budget_mb"], chunked["budget_mb"]) == (None, 1024)
+        expected = (f"| {whole['grid']}x{whole['grid']} | {whole['codes']:,} | {whole['latents_x_codes'] / 1e6:.1f}M | "
+                    f"{whole['seconds']:.2f} s, {whole['peak_mb']:,.0f} MB | {chunked['chunks']}, "
+                    f"{chunked['seconds']:.2f} s, {chunked['peak_mb']:,.0f} MB |")  # fmt: skip
+        assert line == expected
+
+
+def test_the_large_codebook_run_is_its_json():
+    record = load("scale-32x32-k16384-first-steps.json")
+    assert "data.image_size=128 model.codebook_size=16384" in record["command"]
+    steps = record["steps"]
+    assert [step["step"] for step in steps] == [1, 2, 3]
+    losses = ", ".join(f"{step['train/loss']:.4f}" for step in steps)
+    perplexities = ", ".join(f"{step['train/perplexity']:.0f}" for step in steps)
+    text = " ".join(SECTION.split())
+    assert f"steps 1-3 at loss {losses}, perplexity {perplexities} of 16,384" in text
