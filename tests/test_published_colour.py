@@ -59,3 +59,16 @@ def test_the_64px_pair_is_its_json():
                     f"{summary['rfid']['mean']:.2f}", f"{summary['perplexity']['mean']:.1f}",
                     f"{summary['codes_used']['mean']:.0f}", f"{cifar['psnr']['mean']:.2f} / {cifar['lpips']['mean']:.3f}"]  # fmt: skip
         assert printed[label] == expected, label
+
+
+def test_the_colour_relaxation_check_is_its_json():
+    record = load("photos-relax16-validation.json")
+    assert record["split"] == "validation" and record["seeds"] == [0] and record["steps"] == 1500
+    assert record["variants"]["vq-wae-relax16"][-1] == "model.transport.code_relaxation=16"
+    section = (ROOT / "BENCHMARKS.md").read_text().split("| 32 px, validation", 1)[1]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")[1:]] for line in section.splitlines()[2:4]]
+    for row, name in zip(rows, ["vq-wae", "vq-wae-relax16"]):
+        summary, cifar = record["summary"][name], record["cifar_summary"][name]
+        assert row == [f"{summary['psnr']['mean']:.2f}", f"{summary['ssim']['mean']:.3f}",
+                       f"{summary['perplexity']['mean']:.1f}", f"{summary['codes_used']['mean']:.0f}",
+                       f"{cifar['psnr']['mean']:.2f}"], name  # fmt: skip
