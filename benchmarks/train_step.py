@@ -2,6 +2,7 @@
 same backbone and batch (32 MNIST images), measured side by side in interleaved rounds.
 
     python -m benchmarks.train_step [--rounds 30] [--iterations 10 30] [--tokenizer outputs/tokenizer-mnist/final]
+        [--compiled-solver] [--skip-exact] [--out FILE]
 
 --iterations adds rows for the default (global) Sinkhorn with other per-step iteration counts.
 --tokenizer starts every model from a trained tokenizer's weights (codebook and code potential
@@ -12,12 +13,12 @@ iterations.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from transformers import get_scheduler
 
 from benchmarks.common import device_name, mnist_batch, time_side_by_side
+from infra.config import CommandLine, provenance
+from infra.files import write_record
 from infra.step_graph import GraphedStep, adam_settings, match_optimizer
 from infra.training import RunConfig
 from tokenizer import VQWAE, VQWAEConfig
@@ -86,12 +87,15 @@ def make_step(
     return step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> dict:
+    parser = CommandLine(__doc__)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--iterations", type=int, nargs="*", default=[], help="extra Sinkhorn iteration counts")
     parser.add_argument("--tokenizer", help="start every model from this trained tokenizer (folder or Hub id)")
-    args = parser.parse_args()
+    parser.add_argument("--compiled-solver", action="store_true", help="add the recipe with model.transport.compile_solver")
+    parser.add_argument("--skip-exact", action="store_true", help="leave out the rows of POT's exact solver")
+    parser.add_argument("--out", help="also write the timings as a JSON record here")
+    args = parser.parse_args(argv)
     trained = load_tokenizer(args.tokenizer).state_dict() if args.tokenizer else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     images = mnist_batch(32).to(device)
@@ -102,10 +106,14 @@ def main() -> None:
             f"VQ-WAE, the recipe, {count} Sinkhorn iterations": VQWAEConfig(transport=dict(iterations=count))
             for count in args.iterations
         },
+        **({"VQ-WAE, the recipe, compiled solver": VQWAEConfig(transport=dict(compile_solver=True))}
+           if args.compiled_solver else {}),  # fmt: skip
         "VQ-WAE, the recipe per position": VQWAEConfig(transport=dict(scope="position")),
-        "VQ-WAE, exact (global)": VQWAEConfig(transport=dict(solver="exact")),
-        "VQ-WAE, exact, per position": VQWAEConfig(transport=dict(solver="exact", scope="position")),
-    }
+        **({} if args.skip_exact else {
+            "VQ-WAE, exact (global)": VQWAEConfig(transport=dict(solver="exact")),
+            "VQ-WAE, exact, per position": VQWAEConfig(transport=dict(solver="exact", scope="position")),
+        }),
+    }  # fmt: skip
     steps = {name: make_step(config, images, device, trained) for name, config in candidates.items()}
     timings = time_side_by_side(steps, rounds=args.rounds, device=device)
     base = timings["VQ-VAE baseline"]
@@ -115,6 +123,12 @@ def main() -> None:
     print("|---|---|---|")
     for name, seconds in timings.items():
         print(f"| {name} | {1e3 * seconds:.1f} | {seconds / base:.2f}x |")
+    record = {**provenance("benchmarks.train_step", argv), "device": device_name(), "rounds": args.rounds, "start": start,
+              "step_ms": {name: 1e3 * seconds for name, seconds in timings.items()},
+              "ratio_to_vq_vae": {name: seconds / base for name, seconds in timings.items()}}  # fmt: skip
+    if args.out:
+        write_record(args.out, record)
+    return record
 
 
 if __name__ == "__main__":

@@ -31,3 +31,13 @@ def test_the_large_codebook_run_is_its_json():
     perplexities = ", ".join(f"{step['train/perplexity']:.0f}" for step in steps)
     text = " ".join(SECTION.split())
     assert f"steps 1-3 at loss {losses}, perplexity {perplexities} of 16,384" in text
+
+
+def test_the_compiled_solver_table_is_its_json():
+    record = load("train-step-compiled-solver-cpu.json")
+    assert record["command"] in " ".join(SECTION.split()) and record["rounds"] == 30
+    table = SECTION.split("| training step, 2-core CPU", 1)[1].splitlines()[2:5]
+    names = ["VQ-VAE baseline", "VQ-WAE, the recipe (Sinkhorn, global)", "VQ-WAE, the recipe, compiled solver"]
+    for line, name in zip(table, names):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[1:] == [f"{record['step_ms'][name]:.1f}", f"{record['ratio_to_vq_vae'][name]:.2f}x"], name

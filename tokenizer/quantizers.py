@@ -18,6 +18,7 @@ from torch import nn
 from .metrics import code_histogram, perplexity_from_counts
 from .transport import TransportConfig, TransportResult, exact_transport, sinkhorn_transport
 from .transport_chunked import CostRows, chunk_rows, chunked_sinkhorn_transport, squared_distances
+from .transport_compiled import compiled_sinkhorn_transport
 
 
 @dataclass
@@ -254,6 +255,8 @@ class WassersteinQuantizer(_Quantizer):
             elif chunked:  # past the memory budget: the costs recomputed a chunk of latents at a time
                 costs = CostRows.of_latents(problems.detach(), self.codebook.detach())
                 result = chunked_sinkhorn_transport(costs, weights, config, code_potential=self.code_potential)
+            elif config.compile_solver:
+                result = compiled_sinkhorn_transport(cost, weights, config, self.code_potential)
             else:
                 # Warm-started from the last training step's potential; eval reads it without update.
                 result = sinkhorn_transport(cost, weights, config, code_potential=self.code_potential, dense_plan=False)

@@ -50,6 +50,8 @@ class TransportConfig:
     # The largest (latents x codes) fp32 matrix the OT term may hold, in MB: a problem over it is
     # solved in chunks of latents (tokenizer/transport_chunked.py), the same result in O(chunk x K).
     memory_budget_mb: float = 1024.0
+    # torch.compile the solver alone (tokenizer/transport_compiled.py); slower on the 2-core CPU
+    compile_solver: bool = False
 
     def __post_init__(self):
         check_choice("model.transport.solver", self.solver, ("sinkhorn", "exact"))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -163,6 +164,12 @@ def step_times(configs: dict, device: str, rounds: int) -> dict:
         for name, config in configs.items()
         for mode, options in modes.items()
     }
+    # The recipe with its OT solver compiled alone (model.transport.compile_solver), eager and graphed.
+    solver = dataclasses.replace(configs["VQ-WAE"].transport, compile_solver=True)
+    compiled_solver = dataclasses.replace(configs["VQ-WAE"], transport=solver)
+    for mode in ("eager", "graph"):
+        options = modes.get(mode, {})
+        steps[f"VQ-WAE compiled solver, {mode}"] = make_step(compiled_solver, batch_for(compiled_solver, device), device, **options)
     failed = {}
     for label, step in list(steps.items()):
         # Inductor may turn convolutions channels-last, and on torch 2.11 CUDA the backward's fake

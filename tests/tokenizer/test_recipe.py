@@ -40,6 +40,7 @@ def test_the_defaults_are_the_recipe_mnist_yaml_measures():
     assert asdict(config.model.transport) == dict(
         solver="sinkhorn", scope="global", learn_code_weights=False, epsilon=0.1, iterations=10,
         code_relaxation=1.0, dual_steps=20, dual_candidates=8, encoder_target="nearest", memory_budget_mb=1024.0,
+        compile_solver=False,
     )  # fmt: skip
     assert config.model.codebook_init == "encoder" and config.model.quantizer == "wasserstein"
     assert (config.learning_rate, config.batch_size, config.lr_scheduler) == (2e-3, 32, "cosine")
@@ -99,7 +100,8 @@ def test_an_old_option_name_says_where_it_went(override, message):
 def test_one_name_per_knob_from_yaml_to_the_solver():
     """Each transport field is one `model.transport.<name>` override away and arrives unchanged."""
     for field in fields(TransportConfig):
-        value = {"solver": "exact", "scope": "position", "learn_code_weights": True, "encoder_target": "cell"}.get(
+        value = {"solver": "exact", "scope": "position", "learn_code_weights": True, "encoder_target": "cell",
+                 "compile_solver": True}.get(
             field.name, 7
         )
         config = load_config(TokenizerTrainConfig, None, [f"model.transport.{field.name}={value}"])
