@@ -3,7 +3,7 @@ peak memory at batch 32, with the whole (latents x codes) matrix and within the 
 (`model.transport.memory_budget_mb`, solved in chunks), for every K and grid asked.
 
     python -m benchmarks.ot_scale --out FILE [--codes 512 2048 8192 16384] [--grids 8 16 32]
-        [--batch 32] [--rounds 3] [--budgets whole 1024]
+        [--batch 32] [--rounds 3] [--budgets whole 1024] [--steps] [--figures FOLDER]
 
 Each size runs in a fresh process, so its peak memory is its own: on the CPU the peak resident
 set (VmHWM, reset after a first call; glibc told to unmap what is freed) over the resident set
@@ -11,14 +11,15 @@ just before the timed calls, on a GPU the peak
 allocated over the allocated. The term is the quantizer's: nearest-code lookup, the warm-started
 solve (the second call of the same latents is timed: the steady state), and the backward of the
 OT loss to the latents and codebook. Times are medians of --rounds calls; sizes run one after the
-other, so compare ratios within one record.
+other, so compare ratios within one record. --steps adds, per size, the whole training step of
+VQ-WAE against VQ-VAE on the same backbone (side by side, at the first budget) and the OT term's
+share of VQ-WAE's step.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from pathlib import Path
 
 import torch
 
@@ -83,8 +84,36 @@ def measure(grid: int, num_codes: int, batch: int, budget_mb: float, rounds: int
                 seconds=statistics.median(seconds), peak_mb=round(peak, 1))  # fmt: skip
 
 
+def measure_steps(grid: int, num_codes: int, batch: int, budget_mb: float, rounds: int, device: str) -> dict:
+    """One size in this process: the whole training step (forward, loss, backward, clipping, Adam)
+    of the recipe and of VQ-VAE on the same backbone at that grid and K, median seconds of
+    interleaved rounds, on random images of the grid's size (the time does not depend on content)."""
+    from benchmarks.common import time_side_by_side
+    from benchmarks.train_step import make_step
+    from tokenizer import VQWAEConfig
+
+    size = grid * VQWAEConfig.downsample
+    images = torch.rand(batch, 1, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    configs = {
+        "vq_vae": VQWAEConfig(quantizer="vq", image_size=size, codebook_size=num_codes),
+        "vq_wae": VQWAEConfig(image_size=size, codebook_size=num_codes, transport=dict(memory_budget_mb=budget_mb)),
+    }
+    seconds = time_side_by_side({name: make_step(config, images, device) for name, config in configs.items()},
+                                rounds=rounds, warmup=1, device=device)  # fmt: skip
+    return dict(grid=grid, codes=num_codes, budget_mb=None if budget_mb == WHOLE else budget_mb,
+                vq_vae_seconds=seconds["vq_vae"], vq_wae_seconds=seconds["vq_wae"],
+                ratio=seconds["vq_wae"] / seconds["vq_vae"])  # fmt: skip
+
+
 def _in_fresh_process(arguments: tuple) -> dict:
-    return measure(*arguments)
+    function, *rest = arguments
+    return function(*rest)
+
+
+def in_fresh_process(context, function, *arguments) -> dict:
+    """function(*arguments) in a new process (spawned), so that its peak memory is its own."""
+    with context.Pool(1, maxtasksperchild=1) as pool:
+        return pool.apply(_in_fresh_process, ((function, *arguments),))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -95,11 +124,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budgets", nargs="+", default=["whole", "1024"], help="MB, or `whole` (no chunks)")
+    parser.add_argument("--figures", help="also draw the growth figure (ot-scale.png) into this folder")
+    parser.add_argument("--steps", action="store_true",
+                        help="also time the whole training step, VQ-WAE against VQ-VAE, at the first budget")  # fmt: skip
     args = parser.parse_args(argv)
     check_arguments(args, {"batch": 1, "rounds": 1})
     budgets = [WHOLE if budget == "whole" else float(budget) for budget in args.budgets]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    rows = []
+    rows, steps = [], []
     # glibc maps (and unmaps) every allocation over 128 kB, so a peak counts live tensors rather
     # than what the allocator keeps after freeing them (its adaptive threshold otherwise grows).
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
@@ -107,15 +139,22 @@ def main(argv: list[str] | None = None) -> dict:
     for grid in args.grids:
         for num_codes in args.codes:
             for budget in budgets:
-                with context.Pool(1, maxtasksperchild=1) as pool:
-                    row = pool.apply(_in_fresh_process, ((grid, num_codes, args.batch, budget, args.rounds, device),))
+                row = in_fresh_process(context, measure, grid, num_codes, args.batch, budget, args.rounds, device)
                 rows.append(row)
                 print(f"{grid}x{grid} grid, K={num_codes}, budget {row['budget_mb'] or 'whole'}: "
                       f"{row['seconds'] * 1e3:.1f} ms, peak {row['peak_mb']:.0f} MB ({row['chunks']} chunk(s))", flush=True)  # fmt: skip
+            if args.steps:
+                step = in_fresh_process(context, measure_steps, grid, num_codes, args.batch, budgets[0], args.rounds, device)
+                term = next(row["seconds"] for row in rows[::-1] if row["budget_mb"] == step["budget_mb"] and
+                            (row["grid"], row["codes"]) == (grid, num_codes))  # fmt: skip
+                steps.append({**step, "ot_share": term / step["vq_wae_seconds"]})
+                print(f"  training step: VQ-WAE {step['vq_wae_seconds']:.2f} s, VQ-VAE {step['vq_vae_seconds']:.2f} s "
+                      f"({step['ratio']:.2f}x); the OT term {steps[-1]['ot_share']:.0%} of VQ-WAE's step", flush=True)  # fmt: skip
     record = {**provenance("benchmarks.ot_scale", argv), "device": device_name(), "threads": torch.get_num_threads(),
-              "batch": args.batch, "rounds": args.rounds, "rows": rows}  # fmt: skip
+              "batch": args.batch, "rounds": args.rounds, "rows": rows, **({"steps": steps} if args.steps else {})}  # fmt: skip
     write_record(args.out, record)
-    draw_figures("ot_scale_figures", record, Path(args.out).parent, f"VQ-WAE's OT term, batch {args.batch}, {device_name()}")
+    if args.figures:
+        draw_figures("ot_scale_figures", record, args.figures, f"VQ-WAE's OT term, batch {args.batch}, {device_name()}")
     return record
 
 

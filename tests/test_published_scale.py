@@ -11,7 +11,8 @@ SECTION = (ROOT / "BENCHMARKS.md").read_text().split("## 8. Scale", 1)[1].split(
 def test_the_growth_table_is_its_json():
     record = load("ot-scale-cpu.json")
     assert record["command"] in SECTION.replace("\n", " ")
-    printed = [line for line in SECTION.splitlines() if line.startswith("| ") and "x" in line.split("|")[1]]
+    table = SECTION.split("| grid | K | latents x codes |", 1)[1].splitlines()[2:]
+    printed = table[: table.index("")]
     rows = record["rows"]
     assert len(printed) == len(rows) // 2 == 9
     for line, whole, chunked in zip(printed, rows[::2], rows[1::2]):
@@ -41,3 +42,16 @@ def test_the_compiled_solver_table_is_its_json():
     for line, name in zip(table, names):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[1:] == [f"{record['step_ms'][name]:.1f}", f"{record['ratio_to_vq_vae'][name]:.2f}x"], name
+
+
+def test_the_step_table_is_its_json():
+    record = load("ot-scale-steps-cpu.json")
+    text = " ".join(SECTION.split())
+    assert record["command"] in text and record["batch"] == 32 and record["rounds"] == 2
+    printed = SECTION.split("| grid | K | VQ-VAE step |", 1)[1].splitlines()[2:]
+    for line, step in zip(printed, record["steps"], strict=False):
+        assert line == (f"| {step['grid']}x{step['grid']} | {step['codes']:,} | {step['vq_vae_seconds']:.2f} s | "
+                        f"{step['vq_wae_seconds']:.2f} s | {step['ratio']:.2f}x | {step['ot_share']:.0%} |")  # fmt: skip
+    assert len(record["steps"]) == 9 and printed[9] == ""
+    quiet = [row["seconds"] for row in record["rows"] if row["codes"] == 16384]
+    assert f"K = 16,384: {quiet[0]:.2f}, {quiet[1]:.2f}, {quiet[2]:.2f} s" in text

@@ -20,3 +20,17 @@ def test_the_chunked_term_holds_a_fraction_of_the_whole_matrix(tmp_path):
     assert whole["peak_mb"] >= matrix_mb, whole
     assert chunked["peak_mb"] < 6, chunked
     assert whole["seconds"] > 0 and chunked["seconds"] > 0
+
+
+def test_the_step_rows_time_both_tokenizers_and_the_ot_share(tmp_path):
+    """--steps: per size, VQ-WAE's and VQ-VAE's whole training step and the OT term's share."""
+    out = tmp_path / "steps.json"
+    record = main(["--out", str(out), "--codes", "64", "--grids", "2", "--batch", "4", "--rounds", "1",
+                   "--budgets", "whole", "--steps", "--figures", str(tmp_path)])  # fmt: skip
+    assert json.loads(out.read_text()) == record
+    (step,) = record["steps"]
+    assert (step["grid"], step["codes"], step["budget_mb"]) == (2, 64, None)
+    assert step["vq_wae_seconds"] > 0 and step["vq_vae_seconds"] > 0
+    assert step["ratio"] == step["vq_wae_seconds"] / step["vq_vae_seconds"]
+    assert step["ot_share"] == record["rows"][0]["seconds"] / step["vq_wae_seconds"]
+    assert (tmp_path / "ot-scale.png").is_file()
