@@ -10,7 +10,7 @@ from infra.training import RunConfig
 
 from .model import VQWAEConfig
 from .objective import LossConfig
-from .transport_chunked import fits_budget
+from .transport_chunked import fits_budget, over_budget
 
 
 @dataclass
@@ -51,14 +51,11 @@ class TokenizerTrainConfig(RunConfig):
         transport, latents = self.model.transport, self.batch_size * self.model.grid_size**2
         if fits_budget(1, latents, self.model.codebook_size, transport.memory_budget_mb):
             return
-        size = f"{latents} latents x {self.model.codebook_size} codes"
-        budget = f"model.transport.memory_budget_mb={transport.memory_budget_mb:g}"
+        codes, budget = self.model.codebook_size, transport.memory_budget_mb
         if transport.solver == "exact":
-            raise ValueError(f"model.transport.solver=exact needs the whole cost matrix: {size} pass {budget}; "
-                             "use solver=sinkhorn or raise the budget")  # fmt: skip
+            raise ValueError(over_budget("model.transport.solver=exact", latents, codes, budget, "use solver=sinkhorn"))
         if self.ot_check_every:
-            raise ValueError(f"ot_check_every solves a step's whole problem exactly: {size} pass {budget}; set "
-                             "ot_check_every=0 or raise the budget")  # fmt: skip
+            raise ValueError(over_budget("ot_check_every", latents, codes, budget, "set ot_check_every=0"))
 
     def _check_graphable(self) -> None:
         """cuda_graph=true needs a step of fixed shapes and no host read: refuse what breaks that."""

@@ -17,7 +17,7 @@ from torch import nn
 
 from .metrics import code_histogram, perplexity_from_counts
 from .transport import TransportConfig, TransportResult, exact_transport, sinkhorn_transport
-from .transport_chunked import CostRows, chunk_rows, chunked_sinkhorn_transport, squared_distances
+from .transport_chunked import CostRows, chunk_rows, chunked_sinkhorn_transport, over_budget, spans, squared_distances
 from .transport_compiled import compiled_sinkhorn_transport
 
 
@@ -51,8 +51,7 @@ class QuantizerOutput:
 
 def nearest_codes(costs: CostRows, rows: int) -> torch.Tensor:
     """(P, N): each latent's nearest code, `rows` latents at a time (the distances never built whole)."""
-    spans = range(0, costs.num_latents, rows)
-    return torch.cat([costs.rows(start, start + rows).min(dim=-1).indices for start in spans], dim=1)
+    return torch.cat([costs.rows(*span).min(dim=-1).indices for span in spans(costs.num_latents, rows)], dim=1)
 
 
 def is_integer_dtype(dtype: torch.dtype) -> bool:
@@ -246,11 +245,8 @@ class WassersteinQuantizer(_Quantizer):
             assignment = config.solver == "sinkhorn"  # Laguerre cells; the exact solver's plan is dense
             if config.solver == "exact":
                 if cost is None:
-                    raise ValueError(
-                        f"model.transport.solver=exact needs the whole cost matrix, and {problems.shape[0] * problems.shape[1]} "
-                        f"latents x {self.codebook_size} codes pass model.transport.memory_budget_mb="
-                        f"{config.memory_budget_mb:g}; use solver=sinkhorn or raise the budget"
-                    )
+                    raise ValueError(over_budget("model.transport.solver=exact", problems.shape[0] * problems.shape[1],
+                                                 self.codebook_size, config.memory_budget_mb, "use solver=sinkhorn"))  # fmt: skip
                 result = exact_transport(cost, weights)
             elif chunked:  # past the memory budget: the costs recomputed a chunk of latents at a time
                 costs = CostRows.of_latents(problems.detach(), self.codebook.detach())

@@ -64,7 +64,14 @@ def fits_budget(num_problems: int, num_latents: int, num_codes: int, memory_budg
     return num_problems * num_latents * num_codes * BYTES <= memory_budget_mb * 2**20
 
 
-def _spans(num_latents: int, rows: int) -> Iterator[tuple[int, int]]:
+def over_budget(setting: str, num_latents: int, num_codes: int, memory_budget_mb: float, remedy: str) -> str:
+    """The one line that refuses a setting needing the whole (latents x codes) matrix past the budget."""
+    return (f"{setting} needs the whole cost matrix: {num_latents} latents x {num_codes} codes pass "
+            f"model.transport.memory_budget_mb={memory_budget_mb:g}; {remedy} or raise the budget")  # fmt: skip
+
+
+def spans(num_latents: int, rows: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of each chunk of `rows` latents."""
     for start in range(0, num_latents, rows):
         yield start, min(start + rows, num_latents)
 
@@ -76,12 +83,12 @@ def chunked_sinkhorn_transport(
     a cost matrix given as `CostRows`, in chunks of `chunk_rows(P, K, config.memory_budget_mb)`
     latents. Equal to it up to the order of float sums (tests/tokenizer/test_transport_scale.py)."""
     relaxation, num_codes, num_latents = config.code_relaxation, costs.num_codes, costs.num_latents
-    spans = list(_spans(num_latents, chunk_rows(costs.num_problems, num_codes, config.memory_budget_mb)))
+    chunks = list(spans(num_latents, chunk_rows(costs.num_problems, num_codes, config.memory_budget_mb)))
     with torch.no_grad(), torch.autocast(code_weights.device.type, enabled=False):
         code_mass = code_weights.detach().float().clamp_min(1e-12)
         code_mass = (code_mass / code_mass.sum(-1, keepdim=True)).unsqueeze(1)  # (P, 1, K)
         latent_mass = torch.full((costs.num_problems, num_latents, 1), 1.0 / num_latents, device=code_mass.device)
-        scale = torch.cat([costs.rows(*span).amin(dim=-1) for span in spans], dim=1).mean(dim=-1)  # (P,)
+        scale = torch.cat([costs.rows(*span).amin(dim=-1) for span in chunks], dim=1).mean(dim=-1)  # (P,)
         eps = (config.epsilon * scale).clamp_min(1e-8)[:, None, None]
         tau = relaxation * scale.clamp_min(1e-8)[:, None, None]
         start = torch.zeros_like(code_mass) if code_potential is None else code_potential.detach().float()
@@ -100,7 +107,7 @@ def chunked_sinkhorn_transport(
         code_scaling = None
         for _ in range(config.iterations):
             code_sums = torch.zeros_like(code_mass)
-            for first, last in spans:
+            for first, last in chunks:
                 plan = absorbed_plan(first, last)
                 if code_scaling is not None:
                     latent_sums = torch.bmm(plan, code_scaling.transpose(1, 2))
@@ -113,11 +120,11 @@ def chunked_sinkhorn_transport(
 
         # Cells and dual steps: candidates found chunk by chunk, then (N, c) work as the dense solver.
         def cells_of(potential: torch.Tensor) -> torch.Tensor:
-            return torch.cat([(costs.rows(*span) - potential).min(-1, keepdim=True).indices for span in spans], 1)
+            return torch.cat([(costs.rows(*span) - potential).min(-1, keepdim=True).indices for span in chunks], 1)
 
         if config.dual_steps and 0 < config.dual_candidates < num_codes:
             found, found_cost = [], []
-            for first, last in spans:
+            for first, last in chunks:
                 rows = costs.rows(first, last)
                 found.append((rows - potential).topk(config.dual_candidates, dim=-1, largest=False).indices)
                 found_cost.append(rows.gather(-1, found[-1]))
@@ -127,7 +134,7 @@ def chunked_sinkhorn_transport(
             potential, cells_of, code_mass, latent_mass, tau, relaxation, config.dual_steps, scale
         )
         error = (assigned_mass - code_mass).abs().sum(-1).max()
-        cell_cost = torch.cat([costs.rows(a, b).gather(-1, cells[:, a:b]) for a, b in spans], dim=1)
+        cell_cost = torch.cat([costs.rows(a, b).gather(-1, cells[:, a:b]) for a, b in chunks], dim=1)
         assigned_cost = (cell_cost * latent_mass).sum(dim=(-2, -1))
     relaxation_strength = tau.reshape(-1) if relaxation > 0 else None
     potential = _finish_potential(potential, relaxation)
