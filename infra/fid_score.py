@@ -167,8 +167,8 @@ def inception_features(
     images: torch.Tensor, extractor, batch_size: int = 64, desc: str = "Inception features"
 ) -> torch.Tensor:
     """The extractor's 2048-d features of `images` as (N, 2048) float64, in batches with a progress
-    bar, in fp32 (bf16 autocast was about 2x faster here but moved rFID by about 10%: BENCHMARKS.md
-    section 7)."""
+    bar, in fp32 (bf16 autocast was about 2x faster here but moved rFID by about 10%: docs/history.md,
+    "FID cost (CPU)")."""
     device = next(extractor.parameters()).device
     chunks = []
     with torch.no_grad():

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # A small prior so the whole job fits in 10 minutes on 2 CPU cores, chosen with
 # `python -m benchmarks.prior_recipe --judge-per-class 50` on the quickstart tokenizer's codes
-# (BENCHMARKS.md section 6): 4 layers x 128, batch 32, lr 1e-3, fp32, 1500 steps (4.5 minutes) gave
+# (docs/history.md, "How the quickstart's prior and sampling defaults were chosen"): 4 layers x 128,
+# batch 32, lr 1e-3, fp32, 1500 steps (4.5 minutes) gave
 # 97.8% class accuracy (worst class 92%) against 92.2% (76%) at lr 6e-4; 6 x 192 in bf16 (500 steps
 # in the same minutes) 78.2%; bf16 is no faster at this size (0.91x).
 PRIOR_OVERRIDES = ("model.num_layers=4", "model.hidden_size=128", "model.num_heads=4", "batch_size=32",

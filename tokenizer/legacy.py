@@ -46,11 +46,11 @@ MOVED: dict[str, str] = {
 # encodes and decodes exactly as before).
 RETIRED: dict[str, str] = {
     "sinkhorn_epsilon_scale": "epsilon is always relative to the mean nearest-code cost (`mean` collapsed "
-    "the codebook once codes sat among the latents; BENCHMARKS.md appendix)",
+    "the codebook once codes sat among the latents; docs/history.md)",
     "sinkhorn_plan": "the plan is always the Laguerre cells of the Sinkhorn potential (the entropic plan "
-    "spreads codes over many latents and pulls them together; BENCHMARKS.md appendix)",
+    "spreads codes over many latents and pulls them together; docs/history.md)",
     "sinkhorn_step_bound": "semi-relaxed OT (model.transport.code_relaxation) keeps the carried potential "
-    "bounded; the step bound did not stop the drift (BENCHMARKS.md section 11)",
+    "bounded; the step bound did not stop the drift (docs/history.md)",
     "sinkhorn_check_every": "folded into model.transport.iterations: a warm-started step runs them as one block",
     "sinkhorn_tolerance": "a warm-started step is a fixed budget (model.transport.iterations); no tolerance",
     "sinkhorn_warm_start": "training always warm-starts from the last step's potential",

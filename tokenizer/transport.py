@@ -28,7 +28,7 @@ EXACT_MAX_ITERATIONS = 500_000
 @dataclass
 class TransportConfig:
     """How VQ-WAE's OT term is posed and solved (`model.transport.*`). The defaults are the recipe
-    measured in BENCHMARKS.md (section 0): one global problem a step against uniform code weights,
+    measured in docs/design.md ("The recipe, and why each choice"): one global problem a step against uniform code weights,
     semi-relaxed (the code marginal held to pi by code_relaxation x the nearest-code cost x KL),
     10 warm-started Sinkhorn iterations at epsilon = 0.1 x the mean nearest-code cost, then 20
     subgradient steps on the unregularised dual that choose each latent's Laguerre cell among its
@@ -40,7 +40,7 @@ class TransportConfig:
     epsilon: float = 0.1  # entropic regularisation, x each problem's mean nearest-code cost
     iterations: int = 10  # Sinkhorn iterations a step, warm-started from the last step: a fixed budget
     # > 0: semi-relaxed OT, the code marginal held to pi by this x cost scale x KL; 0 = balanced
-    # (exact marginals; long runs of it collapsed, BENCHMARKS.md sections 0 and 11)
+    # (exact marginals; long runs of it collapsed, docs/history.md)
     code_relaxation: float = 1.0
     dual_steps: int = 20  # subgradient steps on the dual without entropy after Sinkhorn (0 = none)
     dual_candidates: int = 8  # the dual steps choose each latent's cell among this many codes (0 = all)
@@ -308,7 +308,7 @@ def entropic_sinkhorn(
     """The entropic OT plan itself, solved to `tolerance` (cold starts anneal epsilon): the reference
     that the training solver's Sinkhorn loop is checked against (POT's `sinkhorn_unbalanced`,
     `emd2`). Not a training option: an entropic plan spreads every code over many latents and pulls
-    codes together (BENCHMARKS.md, appendix), so training uses its potential's Laguerre cells
+    codes together (docs/history.md), so training uses its potential's Laguerre cells
     (`sinkhorn_transport`). Same arguments as there, cost_matrix (P, K, N), code_weights (P, K)."""
     with torch.no_grad(), torch.autocast(cost_matrix.device.type, enabled=False):
         problem = _problem(cost_matrix, code_weights, None)
@@ -345,7 +345,7 @@ def sinkhorn_transport(
     al., 2018: u = (pi / K v)^(tau / (tau + eps))). This is the paper's own trade, W(latents, sum_k
     pi_k c_k) with pi kept near uniform by a KL term. Its potential has a unique level and stays
     bounded (at the optimum g_k = -tau log(m_k / pi_k)), so warm starts cannot drift (a balanced
-    potential can: BENCHMARKS.md sections 0 and 11); it is returned uncentred.
+    potential can: docs/history.md); it is returned uncentred.
 
     config.dual_steps then refine g for the problem without entropy, whose Laguerre cells the plan
     is: subgradient ascent on D(g) = sum_n b_n min_k (C_kn - g_k) + (pi . g, balanced; tau sum_k

@@ -3,7 +3,7 @@ of the pure Sinkhorn and dual-step function, not of the convolutions around it, 
 function per solver setting, static shapes (a new batch shape compiles once more).
 
 Off by default: on this project's 2-core CPU the compiled solver is slower than the eager one,
-whose in-place kernels were tuned for it (BENCHMARKS.md, section 8); the GPU figure waits for a GPU.
+whose in-place kernels were tuned for it (BENCHMARKS.md, "Scale: large codebooks and grids"); the GPU figure waits for a GPU.
 Where compilation fails (no C++ compiler, a backend that refuses the graph), one line says so and
 the eager solver runs from then on: a run never stops for it.
 """

@@ -5,41 +5,15 @@ in BENCHMARKS.md's sections, saying so."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
 from tests.helpers import ROOT
-
-RESULTS = ROOT / "benchmarks" / "results"
-README = (ROOT / "README.md").read_text()
-SUMMARY = (ROOT / "BENCHMARKS.md").read_text().split("## Summary", 1)[1].split("\n## ", 1)[0]
+from tests.published.book import BENCHMARKS, HISTORY, README, SUMMARY, load, spread, table
 
 # Numbers without a JSON record, as printed: absent from README and the summary, daggered in the sections.
 UNRECORDED = ["3.94", "30 minutes", "30 min", "2.19x"]
-
-
-def load(name: str) -> dict:
-    return json.loads((RESULTS / name).read_text())
-
-
-def table(header: str) -> dict[str, list[str]]:
-    """README table whose header row starts with `header`: {first cell: the other cells}, bold
-    marks removed."""
-    lines = README[README.index(f"| {header}") :].splitlines()
-    rows = {}
-    for line in lines[2:]:
-        if not line.startswith("|"):
-            break
-        cells = [cell.strip().replace("**", "") for cell in line.strip("|").split("|")]
-        rows[cells[0]] = cells[1:]
-    return rows
-
-
-def spread(stats: dict, values: list[float] | None = None) -> str:
-    low, high = (min(values), max(values)) if values else (stats["min"], stats["max"])
-    return f"{stats['mean']:.2f} ({low:.2f}-{high:.2f})"
 
 
 STEPS_1500 = {"VQ-WAE (ours)": "vq-wae-dual20-c8", "FSQ": "fsq", "VQ-VAE (ours, same backbone)": "vq-vae",
@@ -83,7 +57,7 @@ def test_the_tokenizer_floor_is_its_json():
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert f"VQ-WAE {wae['rfid']} ({wae['psnr']} dB), FSQ {fsq['rfid']} ({fsq['psnr']} dB)" in summary
     assert f"gFID 3.96 (the 10-epoch tokenizer's own floor, rFID {wae['rfid']}, is above it;" in summary
-    section = (ROOT / "BENCHMARKS.md").read_text().replace("**", "").split("| 10 epochs, seed 0, all 10k test images |")[1]
+    section = BENCHMARKS.replace("**", "").split("| 10 epochs, seed 0, all 10k test images |")[1]
     for label, name in (("vq-wae (the current recipe, trained on the CPU)", "vq-wae"), ("fsq", "fsq")):
         row = section.split(f"\n| {label} | ", 1)[1].split("\n", 1)[0].split(" | ")
         assert [row[0], row[2]] == [numbers[name]["psnr"], numbers[name]["rfid"]], label
@@ -104,7 +78,7 @@ def test_the_cpu_prior_pace_is_its_json():
     assert f"2,500 steps on 2 cores take about {minutes} minutes at the pace of 2026-11-30" in readme
     assert f"CPU prior (about {minutes} minutes at the pace of 2026-11-30)" in " ".join(SUMMARY.split())
     pace = f"{run['minutes'] * 60 / run['steps']:.2f}"
-    section = " ".join((ROOT / "BENCHMARKS.md").read_text().replace("**", "").split())
+    section = " ".join(BENCHMARKS.replace("**", "").split())
     assert f"{pace} s a step (validation included), so 2,500 steps take about {minutes} minutes" in section
     comment = " ".join(line.lstrip("# ") for line in (ROOT / "configs/prior/mnist.yaml").read_text().splitlines())
     assert f"2500 steps take about {minutes} minutes on 2 CPU cores at the recorded pace of 2026-11-30 ({pace} s a step" in comment
@@ -161,7 +135,7 @@ def ot_gaps() -> dict[str, list[float]]:
 def test_the_ot_gap_paragraph_is_its_json():
     """Section 1's in-training OT check, and the rerun's test PSNR equal to the 3-seed table's."""
     gaps = ot_gaps()
-    text = " ".join((ROOT / "BENCHMARKS.md").read_text().split())
+    text = " ".join(BENCHMARKS.split())
     seeds = ", +".join(f"{100 * gap:.2f}%" for gap in gaps["mean"][:2])
     assert f"gap: +{seeds} and +{100 * gaps['mean'][2]:.2f}% on seeds 0-2" in text
     assert f"largest single check +{100 * max(gaps['max']):.2f}%" in text
@@ -206,7 +180,7 @@ def test_the_generation_table_is_its_json():
     tokenizer = load("tokenizer-floor-mnist-10ep-seed0.json")["runs"]["vq-wae"]["0"]["test"]
     assert floor == {key: tokenizer[key] for key in floor}
     assert again[0] == f"the current recipe, {floor['psnr']:.2f} dB, rFID floor {floor['rfid']:.2f}"
-    section = (ROOT / "BENCHMARKS.md").read_text().replace("**", "").split("The same recipe on the current recipe's tokenizer")[1]
+    section = BENCHMARKS.replace("**", "").split("The same recipe on the current recipe's tokenizer")[1]
     for name, label in (("unconditional", "unconditional"), ("class-conditional g=1.5", "class-conditional, guidance 1.5")):
         fids = [f"{record['gfid']['settings'][name]['fid'][count]:.2f}" for count in ("1000", "2000", "5000", "10000")]
         assert f"\n| {label} | {' | '.join(fids)} | {floor['rfid']:.2f} |" in section, label
@@ -267,7 +241,7 @@ def test_readme_and_summary_print_only_recorded_numbers(where):
 
 
 def test_unrecorded_numbers_in_the_sections_carry_the_dagger():
-    text = (ROOT / "BENCHMARKS.md").read_text().replace("**", "").replace(SUMMARY.replace("**", ""), "")
+    text = BENCHMARKS.replace("**", "").replace(SUMMARY.replace("**", ""), "")
     for match in unrecorded(text):
         assert text[match.end()] == "†", f"no JSON record and no dagger: ...{text[match.start() - 40 : match.end() + 20]}"
 
@@ -284,7 +258,7 @@ def test_appendix_commits_are_the_ones_git_records():
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
 
-    appendix = (ROOT / "BENCHMARKS.md").read_text().split("# Appendix: the history of the choices", 1)[1]
+    appendix = HISTORY
     added = re.findall(r"`(?:benchmarks/results/)?([\w.-]+\.json)` \(added in `([0-9a-f]{7})`\)", appendix)
     assert len(added) >= 10
     for name, commit in added:
@@ -297,7 +271,7 @@ def test_appendix_commits_are_the_ones_git_records():
             continue
         row = next(line for line in section.splitlines() if line.startswith("| ") and re.search(r"\d", line)
                    and not set(line) <= set("|- "))  # fmt: skip
-        first = git("log", "--reverse", "--format=%h", "-S", row[:60], "--", "BENCHMARKS.md")[0]
+        first = git("log", "--reverse", "--format=%h", "-S", row[:60], "--", "BENCHMARKS.md", "docs/history.md")[0]
         assert first == match[1], section.splitlines()[0]
         recorded += 1
     assert recorded >= 10
@@ -310,7 +284,7 @@ def test_the_batch_size_probe_is_its_json():
     runs = record["runs"]
     assert runs["32"]["test"] == {key: value for key, value in load("tokenizer-floor-mnist-10ep-seed0.json")["runs"]
                                   ["vq-wae"]["0"]["test"].items() if key != "code_counts"}  # fmt: skip
-    section = (ROOT / "BENCHMARKS.md").read_text().replace("**", "").split("| 10 epochs, seed 0, test split | learning rate")[1]
+    section = BENCHMARKS.replace("**", "").split("| 10 epochs, seed 0, test split | learning rate")[1]
     for size, run in runs.items():
         assert run["steps"] == 10 * record["epoch_images"] // int(size)
         test = run["test"]

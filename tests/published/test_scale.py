@@ -3,9 +3,9 @@ the OT term's time and peak over K and grid, and the first steps of the 32x32 x 
 
 from __future__ import annotations
 
-from tests.test_published_numbers import ROOT, load
+from tests.published.book import BENCHMARKS, load
 
-SECTION = (ROOT / "BENCHMARKS.md").read_text().split("## 8. Scale", 1)[1].split("\n## ", 1)[0]
+SECTION = BENCHMARKS.split("## 8. Scale", 1)[1].split("\n## ", 1)[0]
 
 
 def test_the_growth_table_is_its_json():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_published_numbers import README, ROOT, SUMMARY, load, spread, table
+from tests.published.book import BENCHMARKS, README, SUMMARY, load, spread, table
 
 COLOUR = {"VQ-WAE (ours)": "vq-wae", "FSQ": "fsq", "VQ-VAE (ours, same backbone)": "vq-vae",
           "VQ-EMA (k-means, dead-code expiry)": "vq-ema"}  # fmt: skip
@@ -50,7 +50,7 @@ def test_the_64px_pair_is_its_json():
     record = load("compare-photos-64px.json")
     assert record["steps"] == 1500 and record["seeds"] == [0] and record["split"] == "test"
     assert all("data.image_size=64" in variant for variant in record["variants"].values())
-    section = (ROOT / "BENCHMARKS.md").read_text().split("| tokenizer, 64 px", 1)[1]
+    section = BENCHMARKS.split("| tokenizer, 64 px", 1)[1]
     printed = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|").split("|")[1:]]
                for line in section.splitlines()[2:4]}  # fmt: skip
     for label, name in {"VQ-WAE (ours)": "vq-wae", "VQ-VAE (ours, same backbone)": "vq-vae"}.items():
@@ -65,7 +65,7 @@ def test_the_colour_relaxation_check_is_its_json():
     record = load("photos-relax16-validation.json")
     assert record["split"] == "validation" and record["seeds"] == [0] and record["steps"] == 1500
     assert record["variants"]["vq-wae-relax16"][-1] == "model.transport.code_relaxation=16"
-    section = (ROOT / "BENCHMARKS.md").read_text().split("| 32 px, validation", 1)[1]
+    section = BENCHMARKS.split("| 32 px, validation", 1)[1]
     rows = [[cell.strip() for cell in line.strip("|").split("|")[1:]] for line in section.splitlines()[2:4]]
     for row, name in zip(rows, ["vq-wae", "vq-wae-relax16"]):
         summary, cifar = record["summary"][name], record["cifar_summary"][name]
