@@ -55,3 +55,42 @@ def test_the_step_table_is_its_json():
     assert len(record["steps"]) == 9 and printed[9] == ""
     quiet = [row["seconds"] for row in record["rows"] if row["codes"] == 16384]
     assert f"K = 16,384: {quiet[0]:.2f}, {quiet[1]:.2f}, {quiet[2]:.2f} s" in text
+
+
+LARGE_K = {"VQ-WAE": "vq-wae", "VQ-VAE": "vq-vae", "VQ-EMA": "vq-ema", "FSQ": "fsq"}
+
+
+def test_the_large_k_table_is_its_json():
+    """Each row of the code-use-at-large-K table from its run's test scores: the K = 512 rows from
+    section 1's seed 0, the larger K from their own records (command, codes, FSQ's levels)."""
+    small = {"VQ-WAE": load("compare-mnist-1500-dual-default.json")["runs"]["vq-wae-dual20-c8"]["0"]}
+    small |= {label: load("compare-mnist-1500.json")["runs"][name]["0"] for label, name in LARGE_K.items() if label != "VQ-WAE"}
+    small_steps = load("compare-mnist-1500-curves.json")["step_time"]
+    records = {512: ({label: run["test"] for label, run in small.items()},
+                     {label: small_steps[name]["ratio"] for label, name in LARGE_K.items()}, {label: 512 for label in LARGE_K})}  # fmt: skip
+    for size, fsq_codes in ((4096, 4375),):
+        record = load(f"compare-mnist-k{size}.json")
+        assert record["split"] == "test" and record["seeds"] == [0] and record["steps"] == 1500
+        assert record["command"].endswith(f"model.codebook_size={fsq_codes}")
+        assert all(record["variants"][name][-1] == f"model.codebook_size={size if name != 'fsq' else fsq_codes}"
+                   for name in LARGE_K.values())  # fmt: skip
+        records[size] = ({label: record["runs"][name]["0"]["test"] for label, name in LARGE_K.items()},
+                         {label: record["step_time"][name]["ratio"] for label, name in LARGE_K.items()},
+                         {label: size if name != "fsq" else fsq_codes for label, name in LARGE_K.items()})  # fmt: skip
+    printed = SECTION.split("| K | variant | PSNR dB |", 1)[1].splitlines()[2:]
+    expected = []
+    for size, (tests, ratios, codes) in records.items():
+        for label in LARGE_K:
+            test = tests[label]
+            assert test["num_images"] == 10000
+            if size > 512:  # the large-K records keep the test split's code counts: all 640,000 latents, K bins
+                counts = test["code_counts"]
+                assert sum(counts) == 640000 and len(counts) == codes[label] and sum(c > 0 for c in counts) == test["codes_used"]
+            expected.append(f"| {size:,} | {label} | {test['psnr']:.2f} | {test['ssim']:.3f} | {test['perplexity']:,.1f} | "
+                            f"{test['codes_used']:,} | {100 * test['codes_used'] / codes[label]:.1f}% | {ratios[label]:.2f}x |")  # fmt: skip
+    assert printed[: len(expected)] == expected and printed[len(expected)] == ""
+    text = " ".join(SECTION.split())
+    wae, ema = records[4096][0]["VQ-WAE"], records[4096][0]["VQ-EMA"]
+    gain = wae["psnr"] - records[512][0]["VQ-WAE"]["psnr"]
+    assert f"VQ-WAE uses {100 * wae['codes_used'] / 4096:.1f}% of its codes and gains {gain:.2f} dB over its K = 512 run" in text
+    assert f"stays {wae['psnr'] - ema['psnr']:.2f} dB behind" in text
