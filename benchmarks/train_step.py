@@ -14,16 +14,19 @@ iterations.
 from __future__ import annotations
 
 import torch
-from transformers import get_scheduler
+from accelerate import Accelerator
 
 from benchmarks.common import device_name, mnist_batch, time_side_by_side
 from infra.config import CommandLine, provenance
+from infra.data import DataConfig
 from infra.files import write_record
-from infra.step_graph import GraphedStep, adam_settings, match_optimizer
+from infra.step_graph import match_optimizer
 from infra.training import RunConfig
 from tokenizer import VQWAE, VQWAEConfig
+from tokenizer.config import TokenizerTrainConfig
 from tokenizer.model import load_tokenizer
-from tokenizer.objective import LossConfig, total_loss
+from tokenizer.objective import LossConfig
+from tokenizer.update import TokenizerUpdate, build_optimization
 
 
 def make_step(
@@ -40,16 +43,17 @@ def make_step(
     warmup_steps: int = RunConfig.warmup_steps,
     max_grad_norm: float = RunConfig.max_grad_norm,
 ):
-    """One training step of `config` (forward, loss, backward, Adam) on `images`, as a closure
-    `step(batch=None) -> loss` (a device tensor: with a graph, overwritten by the next call);
-    `trained` (a state dict) starts it from a trained tokenizer's weights. compile: torch.compile
-    the model's forward (the first call compiles); autocast: e.g. torch.bfloat16 for the backbone
-    (the quantizer and OT stay fp32 inside); cuda_graph: the step as tokenizer/train.py runs it
-    with cuda_graph=true (static buffers, capturable fused Adam; recorded after
-    `WARMUP_STEPS` calls on a CUDA device), or with replay=False the same step run eagerly.
-    As in tokenizer/train.py: gradients clipped at `max_grad_norm` and the learning rate warmed up
-    linearly over `warmup_steps` (without them the recipe's 2e-3 diverges within a few steps, and
-    a step check would compare NaN or chaotic losses)."""
+    """The training update of tokenizer/train.py (`tokenizer.update.TokenizerUpdate`: forward, loss,
+    non-finite guard, backward, clipping, Adam) for `config` on `images` in [0, 1], as a closure
+    `step(batch=None) -> loss` (a device tensor: with a graph, overwritten by the next call), the
+    schedule stepped after each call as the training loop does. The run's settings are the
+    recipe's with a constant learning rate after `warmup_steps` (a step benchmark has no end to
+    decay to). `trained` (a state dict) starts it from a trained tokenizer's weights. compile:
+    torch.compile the model's forward (the first call compiles); autocast: e.g. torch.bfloat16
+    for the backbone (the quantizer and OT stay fp32 inside); cuda_graph: the step as
+    tokenizer/train.py runs it with cuda_graph=true (static buffers, capturable fused Adam;
+    recorded after `WARMUP_STEPS` calls on a CUDA device), or with replay=False the same step run
+    eagerly."""
     torch.manual_seed(0)
     model = VQWAE(config)
     if trained is not None:
@@ -58,31 +62,20 @@ def make_step(
     model = model.to(device).train()
     if compile:
         model.compile()
+    run = TokenizerTrainConfig(
+        model=config, data=DataConfig(image_size=config.image_size), loss=weights or LossConfig(),
+        learning_rate=learning_rate, lr_scheduler="constant", warmup_steps=warmup_steps, max_grad_norm=max_grad_norm,
+        cuda_graph=cuda_graph,
+    )  # fmt: skip
     capturable = cuda_graph and torch.device(device).type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), **adam_settings(learning_rate, capturable, torch.device(device)))
-    scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup_steps)
-    match_optimizer(optimizer, scheduler, capturable)  # the optimizer and schedule as tokenizer/train.py sets them
-    weights = weights or LossConfig()
-    device_type = torch.device(device).type
-
-    def update(batch: torch.Tensor, _step=None) -> torch.Tensor:
-        with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            output = model(batch)
-        loss = total_loss(output, weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        return loss.total.detach()
-
-    graphed = GraphedStep(update, graph=replay) if cuda_graph else None
+    optimization = build_optimization(model, run, capturable, torch.device(device))
+    match_optimizer(optimization.optimizer, optimization.scheduler, capturable)  # as tokenizer/train.py, after resume
+    update = TokenizerUpdate(model, optimization.optimizer, Accelerator(cpu=device == "cpu"), run, replay, autocast)
 
     def step(batch: torch.Tensor | None = None) -> torch.Tensor:
-        batch = images if batch is None else batch
-        loss = graphed(batch, 0) if graphed is not None else update(batch)
-        scheduler.step()  # outside the step, as in the training loop (a graph reads the lr tensor)
-        return loss
+        result = update(images if batch is None else batch, 0)
+        optimization.scheduler.step()  # outside the update, as in the training loop (a graph reads the lr tensor)
+        return result.loss.total.detach()
 
     return step
 

@@ -1,5 +1,6 @@
 """Pieces both training scripts share: the run settings, the Accelerator, the data position,
-the non-finite-loss guard and metric logging. The recipes themselves stay in the train scripts."""
+the non-finite-loss guard, metric logging and the step loop. The recipes themselves stay in the
+training scripts (and the tokenizer's update in tokenizer/update.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from tqdm.auto import tqdm
 
 from .checkpointing import how_to_resume, save_checkpoint
 from .config import check_choice, check_positive
 from .files import write_failed
+from .polite_stop import PoliteStop
 
 
 @dataclass
@@ -256,6 +259,14 @@ class NonFiniteGuard:
         return [name for name, value in terms.items() if not torch.isfinite(value).all()] or ["(on another process)"]
 
 
+@dataclass
+class Optimization:
+    """A stage's optimizer and its learning-rate schedule (stepped once per optimizer step)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
 def backward_and_step(accelerator: Accelerator, model, optimizer, loss: torch.Tensor, config: RunConfig) -> None:
     """Backward, gradient clipping on synchronising steps (max_grad_norm > 0), update, zero grads."""
     accelerator.backward(loss)
@@ -323,3 +334,64 @@ def log_metrics(
         except OSError as error:  # a full disk: readers skip a half-written line
             raise write_failed(path, error, "the metrics", how_to_resume(config.output_dir)) from None
     return logs
+
+
+class TrainingLoop:
+    """The step loop both training scripts run around their own update:
+
+        loop = TrainingLoop(accelerator, config, loader, position, scheduler, guard, saved_config, "prior")
+        for batch in loop:  # one (micro-)batch at a time, from where a resumed run stopped
+            with accelerator.accumulate(model):
+                ran = <the update>  # False when nonfinite_loss=skip skipped it
+            if not loop.optimizer_stepped(ran):  # a micro-batch, or a skipped step
+                continue
+            <log, validate when due (loop.step, loop.progress)>
+        if loop.stopped_at_time_limit:
+            return stop_at_time_limit(accelerator, config, loop.step, loop.progress)
+
+    It counts optimizer steps to max_steps, steps the schedule once per optimizer step, verifies
+    the non-finite guard when due (before anything is logged or saved), shows a progress bar, and
+    after each step's body checkpoints when due, past time_limit_minutes, or on SIGTERM / SIGINT
+    (infra.polite_stop: checkpoint, then exit 128 + the signal)."""
+
+    def __init__(self, accelerator: Accelerator, config: RunConfig, loader, position, scheduler, guard: NonFiniteGuard,
+                 saved_config: dict, description: str):  # fmt: skip
+        self.accelerator, self.config, self.loader, self.scheduler, self.guard = accelerator, config, loader, scheduler, guard
+        self.saved_config, self.description = saved_config, description
+        self.step, self.batches_seen = position.step, position.batches_seen
+        self.stopped_at_time_limit = False
+        self.progress = None
+        self._stepped = False
+
+    def __iter__(self) -> Iterator:
+        config, accelerator = self.config, self.accelerator
+        started = time.monotonic()  # for time_limit_minutes
+        self.progress = tqdm(total=config.max_steps, initial=self.step, desc=self.description,
+                             disable=not accelerator.is_main_process)  # fmt: skip
+        with PoliteStop(accelerator, config.log_every) as stop:
+            for batch in batches_from(accelerator, self.loader, self.batches_seen):
+                if self.step >= config.max_steps:  # resumed from a finished run's last checkpoint
+                    break
+                self.batches_seen += 1
+                self._stepped = False
+                yield batch
+                if not self._stepped:
+                    continue
+                if checkpoint_if_due(accelerator, config, self.step, self.batches_seen, self.saved_config, started, stop):
+                    self.stopped_at_time_limit = True
+                    return
+                if self.step >= config.max_steps:
+                    break
+        self.progress.close()
+
+    def optimizer_stepped(self, update_ran: bool = True) -> bool:
+        """After the update: True when it was an optimizer step (the last micro-batch of an
+        accumulation, not skipped), which this counts, schedules and checks."""
+        if not update_ran or not self.accelerator.sync_gradients:
+            return False
+        self.scheduler.step()
+        self.step += 1
+        self.progress.update(1)
+        self.guard.verify_if_due(self.step)
+        self._stepped = True
+        return True

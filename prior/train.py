@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run by path (accelerate launch prior/train.py): make the repo importable
@@ -20,21 +19,19 @@ if __package__ in (None, ""):  # run by path (accelerate launch prior/train.py):
 import torch
 from accelerate.utils import set_seed
 from torchvision.utils import save_image
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from infra.checkpointing import RESUME_TO_SAVE, push_folder, resume_training, save_final
 from infra.config import parse_config, run_cli, to_dict
 from infra.data import load_images, to_unit_range
 from infra.digit_classifier import load_classifier
-from infra.polite_stop import PoliteStop
 from infra.run_folder import claim_run_folder
 from infra.training import (
     NonFiniteGuard,
+    Optimization,
+    TrainingLoop,
     backward_and_step,
-    batches_from,
     build_accelerator,
-    checkpoint_if_due,
     compile_model,
     log_metrics,
     stop_at_time_limit,
@@ -65,6 +62,12 @@ def causal_lm_loss(model, input_ids: torch.Tensor) -> torch.Tensor:
     labels = input_ids.clone()
     labels[:, 0] = -100
     return model(input_ids=input_ids, labels=labels).loss
+
+
+def build_optimization(model: torch.nn.Module, config: PriorTrainConfig) -> Optimization:
+    """AdamW at config.learning_rate with config.weight_decay, and the configured schedule."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    return Optimization(optimizer, get_scheduler(config.scheduler_name, optimizer, config.warmup_steps, config.max_steps))
 
 
 def sampling_defaults(config: PriorTrainConfig, prior, tokenizer, validation, say) -> dict:
@@ -119,8 +122,8 @@ def main(argv=None) -> dict:
 
     # 3. Prior (a transformers causal LM), optimizer, schedule.
     model = build_prior(config.model, vocabulary, tokenizer_id)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.scheduler_name, optimizer, config.warmup_steps, config.max_steps)
+    optimization = build_optimization(model, config)
+    optimizer, scheduler = optimization.optimizer, optimization.scheduler
     model = compile_model(model, config)  # compile: true
     model, optimizer, train_loader, validation_loader = accelerator.prepare(
         model, optimizer, train_loader, validation_loader
@@ -131,10 +134,9 @@ def main(argv=None) -> dict:
     position = resume_training(
         accelerator, config.resume, output_dir, {**to_dict(config), "tokenizer_id": tokenizer_id}
     )
-    step, batches_seen = position.step, position.batches_seen
     accelerator.init_trackers("prior", config={k: v for k, v in to_dict(config).items() if not isinstance(v, dict)})
 
-    def validate() -> dict:
+    def validate(step: int) -> dict:
         model.eval()
         total = torch.zeros(2, device=accelerator.device)  # summed loss x tokens, tokens
         with torch.no_grad():
@@ -161,50 +163,37 @@ def main(argv=None) -> dict:
         log_metrics(accelerator, config, step, {"validation/bits_per_code": bits})
         return {"bits_per_code": bits}
 
-    # 5. Training loop (the loss guard syncs only on log/validate/checkpoint steps).
+    # 5. Training loop (infra.training.TrainingLoop: the data position, the schedule, checkpoints,
+    #    the time limit and SIGTERM / SIGINT; the loss guard syncs only on log/validate/checkpoint steps).
     guard = NonFiniteGuard(accelerator, config)
-    started = time.monotonic()  # for time_limit_minutes
+    saved_config = {**to_dict(config), "tokenizer_id": tokenizer_id}
+    loop = TrainingLoop(accelerator, config, train_loader, position, scheduler, guard, saved_config, "prior")
     model.train()
-    progress = tqdm(total=config.max_steps, initial=step, desc="prior", disable=not accelerator.is_main_process)
-    with PoliteStop(accelerator, config.log_every) as stop:  # SIGTERM / SIGINT: checkpoint, then exit
-        for batch_codes, batch_labels in batches_from(accelerator, train_loader, batches_seen):
-            if step >= config.max_steps:  # resumed from a finished run's last checkpoint
-                break
-            batches_seen += 1
-            with accelerator.accumulate(model):
-                # 5a. Next-token prediction over [prefix] + codes.
-                loss = causal_lm_loss(model, sequences(batch_codes, batch_labels, vocabulary, config, train=True))
-                if not guard.step_ok({"cross_entropy": loss}, loss, step + 1):
-                    optimizer.zero_grad(set_to_none=True)
-                    continue
-                # 5b. Backward and update.
+    for batch_codes, batch_labels in loop:
+        with accelerator.accumulate(model):
+            # 5a. Next-token prediction over [prefix] + codes.
+            loss = causal_lm_loss(model, sequences(batch_codes, batch_labels, vocabulary, config, train=True))
+            ran = guard.step_ok({"cross_entropy": loss}, loss, loop.step + 1)
+            # 5b. Backward and update, unless nonfinite_loss=skip skips the step.
+            if ran:
                 backward_and_step(accelerator, model, optimizer, loss, config)
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            step += 1
-            progress.update(1)
-
-            # 5c. Log and validate (after checking that no step so far was non-finite).
-            guard.verify_if_due(step)
-            if step % config.log_every == 0 or step == 1:
-                logs = log_metrics(
-                    accelerator, config, step, {"train/bits_per_code": loss / math.log(2), "lr": scheduler.get_last_lr()[0]}
-                )
-                progress.set_postfix(bits=f"{logs['train/bits_per_code']:.3f}")
-            if step % config.validate_every == 0 and step < config.max_steps:
-                validate()
-            # 5d. Checkpoint when due; SIGTERM / SIGINT: checkpoint, then exit 128 + the signal.
-            saved_config = {**to_dict(config), "tokenizer_id": tokenizer_id}
-            if checkpoint_if_due(accelerator, config, step, batches_seen, saved_config, started, stop):
-                return stop_at_time_limit(accelerator, config, step, progress)
-            if step >= config.max_steps:
-                break
-    progress.close()
+            else:
+                optimizer.zero_grad(set_to_none=True)
+        if not loop.optimizer_stepped(ran):
+            continue
+        # 5c. Log and validate (the guard has verified that no step so far was non-finite).
+        if loop.step % config.log_every == 0 or loop.step == 1:
+            values = {"train/bits_per_code": loss / math.log(2), "lr": scheduler.get_last_lr()[0]}
+            logs = log_metrics(accelerator, config, loop.step, values)
+            loop.progress.set_postfix(bits=f"{logs['train/bits_per_code']:.3f}")
+        if loop.step % config.validate_every == 0 and loop.step < config.max_steps:
+            validate(loop.step)
+    if loop.stopped_at_time_limit:
+        return stop_at_time_limit(accelerator, config, loop.step, loop.progress)
 
     # 6. Final validation; save the prior and the pipeline folder (tokenizer + prior), with the
     #    sampling settings a validation sweep chose as the pipeline's defaults.
-    metrics = validate()
+    metrics = validate(loop.step)
     if accelerator.is_main_process:
         prior = accelerator.unwrap_model(model)
         save_final(prior, output_dir / "final", safe_serialization=True)

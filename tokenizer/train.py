@@ -9,8 +9,7 @@ Same command on one CPU, one GPU or N GPUs (batch_size is the global batch). Che
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 if __package__ in (None, ""):  # run by path (accelerate launch tokenizer/train.py): make the repo importable
@@ -19,22 +18,16 @@ if __package__ in (None, ""):  # run by path (accelerate launch tokenizer/train.
 import torch
 from accelerate.utils import set_seed
 from torchvision.utils import save_image
-from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from infra.cards import tokenizer_card
 from infra.checkpointing import push_folder, resume_training, save_final
 from infra.config import parse_config, run_cli, to_dict
 from infra.data import load_images, to_unit_range
-from infra.polite_stop import PoliteStop
 from infra.run_folder import claim_run_folder
-from infra.step_graph import GraphedStep, adam_settings, graph_applies, match_optimizer
+from infra.step_graph import graph_applies, match_optimizer
 from infra.training import (
-    NonFiniteGuard,
-    backward_and_step,
-    batches_from,
+    TrainingLoop,
     build_accelerator,
-    checkpoint_if_due,
     compile_model,
     log_metrics,
     stop_at_time_limit,
@@ -42,18 +35,9 @@ from infra.training import (
 )
 from tokenizer.config import TokenizerTrainConfig
 from tokenizer.evaluate import evaluate_reconstruction
-from tokenizer.model import VQWAE, VQWAEOutput
-from tokenizer.objective import LossTerms, total_loss
+from tokenizer.model import VQWAE
 from tokenizer.transport_check import check_against_exact
-
-
-@dataclass
-class StepOutput:
-    """What one training step leaves for logging: the model's output and the weighted loss terms
-    (None when nonfinite_loss=skip skipped the step)."""
-
-    output: VQWAEOutput
-    loss: LossTerms | None
+from tokenizer.update import TokenizerUpdate, build_optimization
 
 
 def main(argv=None) -> dict:
@@ -76,11 +60,8 @@ def main(argv=None) -> dict:
     #    counts on the device, where every replay reads them.
     graph = graph_applies(config.cuda_graph, accelerator)
     model = VQWAE(config.model)
-    optimizer = torch.optim.Adam(
-        model.parameters(), weight_decay=config.weight_decay,
-        **adam_settings(config.learning_rate, capturable=graph, device=accelerator.device),
-    )  # fmt: skip
-    scheduler = get_scheduler(config.scheduler_name, optimizer, config.warmup_steps, config.max_steps)
+    optimization = build_optimization(model, config, capturable=graph, device=accelerator.device)
+    optimizer, scheduler = optimization.optimizer, optimization.scheduler
     model = compile_model(model, config)  # compile: true
     model, optimizer, train_loader, validation_loader = accelerator.prepare(
         model, optimizer, train_loader, validation_loader
@@ -90,10 +71,9 @@ def main(argv=None) -> dict:
     # 4. Resume: weights, optimizer, scheduler, RNG and the position in the data.
     position = resume_training(accelerator, config.resume, output_dir, to_dict(config))
     match_optimizer(optimizer, scheduler, capturable=graph)  # whichever mode the checkpoint was saved in
-    step, batches_seen = position.step, position.batches_seen
     accelerator.init_trackers("tokenizer", config={k: v for k, v in to_dict(config).items() if not isinstance(v, dict)})
 
-    def validate() -> dict:
+    def validate(step: int) -> dict:
         limit = config.validation_batches or None
         metrics = evaluate_reconstruction(model, validation_loader, accelerator, limit).scalars()
         if accelerator.is_main_process:  # originals (top rows) vs reconstructions (bottom rows)
@@ -107,66 +87,40 @@ def main(argv=None) -> dict:
         log_metrics(accelerator, config, step, {f"validation/{key}": value for key, value in metrics.items()})
         return metrics
 
-    # 5. Training loop, step-based. No host sync on a plain step: the loss guard, logging and
-    #    checks read device values only on the steps that log, validate or checkpoint.
-    guard = NonFiniteGuard(accelerator, config)
-
-    def update(pixel_values: torch.Tensor, step: int | torch.Tensor) -> StepOutput:
-        # 5a. Forward: reconstruction + quantizer terms (OT in fp32 over the global batch).
-        output = model(to_unit_range(pixel_values))
-        loss = total_loss(output, config.loss)
-        # 5b. A non-finite loss skips the step (nonfinite_loss=skip) or stops the run at the next
-        #     log/checkpoint step (stop), before anything non-finite is saved.
-        if not guard.step_ok(loss.terms, loss.total, step):
-            optimizer.zero_grad(set_to_none=True)
-            return StepOutput(output, None)
-        # 5c. Backward and update.
-        backward_and_step(accelerator, model, optimizer, loss.total, config)
-        return StepOutput(output, loss)
-
-    # cuda_graph: the same update on static buffers, recorded once warm and replayed every step.
-    train_step = GraphedStep(update, graph) if config.cuda_graph else update
-    started = time.monotonic()  # for time_limit_minutes
+    # 5. Training loop, step-based (infra.training.TrainingLoop: the data position, the schedule,
+    #    checkpoints, the time limit and SIGTERM / SIGINT). The update (tokenizer/update.py):
+    #    forward, loss, non-finite guard, backward, clipping, Adam; with cuda_graph, recorded once
+    #    warm and replayed. No host sync on a plain step: the guard, logging and checks read device
+    #    values only on the steps that log, validate or checkpoint.
+    update = TokenizerUpdate(model, optimizer, accelerator, config, graph)
+    loop = TrainingLoop(accelerator, config, train_loader, position, scheduler, update.guard, to_dict(config), "tokenizer")
     model.train()
-    progress = tqdm(total=config.max_steps, initial=step, desc="tokenizer", disable=not accelerator.is_main_process)
-    with PoliteStop(accelerator, config.log_every) as stop:  # SIGTERM / SIGINT: checkpoint, then exit
-        for batch in batches_from(accelerator, train_loader, batches_seen):
-            if step >= config.max_steps:  # resumed from a finished run's last checkpoint
-                break
-            batches_seen += 1
-            with accelerator.accumulate(model):
-                result = train_step(batch["pixel_values"], step + 1)
-            output, loss = result.output, result.loss
-            if loss is None or not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            step += 1
-            progress.update(1)
-
-            # 5d. Log and validate (after checking that no step so far was non-finite).
-            guard.verify_if_due(step)
-            if step % config.log_every == 0 or step == 1:
-                values = {f"train/{name}": value for name, value in loss.terms.items()}
-                values.update({"train/loss": loss.total, "train/perplexity": output.perplexity,
-                               "train/codes_used": output.quantizer.codes_used, "lr": scheduler.get_last_lr()[0]})  # fmt: skip
-                logs = log_metrics(accelerator, config, step, values)
-                progress.set_postfix(loss=f"{logs['train/loss']:.4f}", ppl=f"{logs['train/perplexity']:.0f}")
-            if config.ot_check_every and step % config.ot_check_every == 0:
-                # The training solver against POT's exact solution of this step's problem.
-                problem = output.quantizer.transport_problem
-                check = check_against_exact(problem.cost_matrix, problem.code_weights, problem.result)
-                log_metrics(accelerator, config, step, {f"ot_check/{key}": value for key, value in asdict(check).items()})
-            if step % config.validate_every == 0 and step < config.max_steps:
-                validate()
-            # 5e. Checkpoint when due; SIGTERM / SIGINT: checkpoint, then exit 128 + the signal.
-            if checkpoint_if_due(accelerator, config, step, batches_seen, to_dict(config), started, stop):
-                return stop_at_time_limit(accelerator, config, step, progress)
-            if step >= config.max_steps:
-                break
-    progress.close()
+    for batch in loop:
+        with accelerator.accumulate(model):
+            result = update(to_unit_range(batch["pixel_values"]), loop.step + 1)
+        output, loss = result.output, result.loss
+        if not loop.optimizer_stepped(loss is not None):
+            continue
+        # 5a. Log, check and validate (the guard has verified that no step so far was non-finite).
+        step = loop.step
+        if step % config.log_every == 0 or step == 1:
+            values = {f"train/{name}": value for name, value in loss.terms.items()}
+            values.update({"train/loss": loss.total, "train/perplexity": output.perplexity,
+                           "train/codes_used": output.quantizer.codes_used, "lr": scheduler.get_last_lr()[0]})  # fmt: skip
+            logs = log_metrics(accelerator, config, step, values)
+            loop.progress.set_postfix(loss=f"{logs['train/loss']:.4f}", ppl=f"{logs['train/perplexity']:.0f}")
+        if config.ot_check_every and step % config.ot_check_every == 0:
+            # The training solver against POT's exact solution of this step's problem.
+            problem = output.quantizer.transport_problem
+            check = check_against_exact(problem.cost_matrix, problem.code_weights, problem.result)
+            log_metrics(accelerator, config, step, {f"ot_check/{key}": value for key, value in asdict(check).items()})
+        if step % config.validate_every == 0 and step < config.max_steps:
+            validate(step)
+    if loop.stopped_at_time_limit:
+        return stop_at_time_limit(accelerator, config, loop.step, loop.progress)
 
     # 6. Final validation, save_pretrained with a model card, optional push to the Hub.
-    metrics = validate()
+    metrics = validate(loop.step)
     if accelerator.is_main_process:
         final = save_final(
             accelerator.unwrap_model(model), output_dir / "final", tokenizer_card(to_dict(config), metrics).content

@@ -41,7 +41,7 @@ from pipelines import VQWAEPipeline
 from prior.codes import tokenizer_identity
 from prior.config import PriorTrainConfig
 from prior.model import CodeVocabulary, build_prior
-from prior.train import causal_lm_loss
+from prior.train import build_optimization, causal_lm_loss
 from tokenizer.model import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def step_seconds(config: PriorTrainConfig, vocabulary: CodeVocabulary, device: s
     """Median seconds of a warm training step of the prior (random codes, the recipe's batch,
     precision and optimizer), the loop's overhead left out."""
     model = build_prior(config.model, vocabulary, "probe").to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = build_optimization(model, config).optimizer  # the recipe's (the schedule does not change a step's time)
     tokens = torch.randint(0, vocabulary.codebook_size, (config.batch_size, 1 + vocabulary.sequence_length),
                            device=device)  # fmt: skip
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from infra.checkpointing import latest_step, list_checkpoints, resolve_resume
 from tests.helpers import ROOT, read_metrics, run_script
 from tokenizer import train as tokenizer_train
+from tokenizer import update as tokenizer_update
 
 
 def last_per_step(output_dir, key):
@@ -116,7 +117,7 @@ def test_partial_checkpoints_are_never_picked(tmp_path, capsys):
 
 def poison_step(monkeypatch, bad_step: int):
     """Make the reconstruction term NaN on one step."""
-    real = tokenizer_train.total_loss
+    real = tokenizer_update.total_loss
     calls = {"count": 0}
 
     def poisoned(output, weights):
@@ -127,7 +128,7 @@ def poison_step(monkeypatch, bad_step: int):
             result.total = sum(result.terms.values())
         return result
 
-    monkeypatch.setattr(tokenizer_train, "total_loss", poisoned)
+    monkeypatch.setattr(tokenizer_update, "total_loss", poisoned)
 
 
 def test_nonfinite_loss_stops_with_step_and_term(train, tmp_path, monkeypatch):

@@ -7,7 +7,6 @@ a GPU."""
 
 import copy
 import importlib
-import inspect
 from collections import Counter
 
 import pytest
@@ -21,6 +20,7 @@ from tests.cpu_kernels import max_abs_deviation, mean_abs_deviation
 from tests.helpers import read_metrics
 from tests.tokenizer.test_gpu_path import count_host_reads
 from tokenizer import train as train_module
+from tokenizer import update as update_module
 from tokenizer.config import TokenizerTrainConfig
 
 ADAM = importlib.import_module("torch.optim.adam")  # the module (torch.optim.adam is the function)
@@ -92,7 +92,7 @@ def test_the_graph_check_sees_a_skipped_optimizer_step(train, graph_mode, tmp_pa
             return
         backward_and_step(accelerator, model, optimizer, loss, config)
 
-    monkeypatch.setattr(train_module, "backward_and_step", fourth_update_skipped)
+    monkeypatch.setattr(update_module, "backward_and_step", fourth_update_skipped)
     (plain_losses, plain_weights), (graphed_losses, graphed_weights) = plain_and_graphed(train, tmp_path, "wasserstein")
     deviation = max_abs_deviation(graphed_losses, plain_losses)
     float_check.beyond("losses, 4th update skipped", deviation, FLOAT_TOLERANCES["losses"])
@@ -124,18 +124,18 @@ def test_warm_graphed_step_keeps_state_in_place_and_reads_nothing(train, graph_m
         def __call__(self, batch, step):
             if self.calls < WARMUP_STEPS:
                 return super().__call__(batch, step)
-            names = inspect.getclosurevars(self.step_fn).nonlocals
+            update = self.step_fn.__self__  # the TokenizerUpdate whose update is recorded
             if not seen:
-                seen["before"] = state_of(self, names["model"], names["optimizer"], names["guard"])
-                seen["capturable"] = names["optimizer"].param_groups[0]["capturable"]
+                seen["before"] = state_of(self, update.model, update.optimizer, update.guard)
+                seen["capturable"] = update.optimizer.param_groups[0]["capturable"]
             with monkeypatch.context() as patch:
                 counts = count_host_reads(patch)
                 outputs = super().__call__(batch, step)
             seen.setdefault("reads", Counter()).update(counts)
-            seen["after"] = state_of(self, names["model"], names["optimizer"], names["guard"])
+            seen["after"] = state_of(self, update.model, update.optimizer, update.guard)
             return outputs
 
-    monkeypatch.setattr(train_module, "GraphedStep", Recording)
+    monkeypatch.setattr(update_module, "GraphedStep", Recording)
     schedule = ["lr_scheduler=constant", "warmup_steps=20"]  # the lr still moves in the recorded steps
     train(f"output_dir={tmp_path}", "max_steps=3", *schedule)
     train(f"output_dir={tmp_path}", "cuda_graph=true", "max_steps=9", "resume=latest", *schedule)
