@@ -3,7 +3,7 @@ the OT term's time and peak over K and grid, and the first steps of the 32x32 x 
 
 from __future__ import annotations
 
-from tests.published.book import BENCHMARKS, load
+from tests.published.book import BENCHMARKS, SUMMARY, load
 
 SECTION = BENCHMARKS.split("## 8. Scale", 1)[1].split("\n## ", 1)[0]
 
@@ -68,19 +68,19 @@ def test_the_large_k_table_is_its_json():
     small_steps = load("compare-mnist-1500-curves.json")["step_time"]
     records = {512: ({label: run["test"] for label, run in small.items()},
                      {label: small_steps[name]["ratio"] for label, name in LARGE_K.items()}, {label: 512 for label in LARGE_K})}  # fmt: skip
-    for size, fsq_codes in ((4096, 4375),):
+    for size, fsq_codes in ((4096, 4375), (16384, 15360)):
         record = load(f"compare-mnist-k{size}.json")
         assert record["split"] == "test" and record["seeds"] == [0] and record["steps"] == 1500
-        assert record["command"].endswith(f"model.codebook_size={fsq_codes}")
-        assert all(record["variants"][name][-1] == f"model.codebook_size={size if name != 'fsq' else fsq_codes}"
-                   for name in LARGE_K.values())  # fmt: skip
-        records[size] = ({label: record["runs"][name]["0"]["test"] for label, name in LARGE_K.items()},
-                         {label: record["step_time"][name]["ratio"] for label, name in LARGE_K.items()},
-                         {label: size if name != "fsq" else fsq_codes for label, name in LARGE_K.items()})  # fmt: skip
+        names = {label: name for label, name in LARGE_K.items() if name in record["runs"]}
+        codes = {label: size if name != "fsq" else fsq_codes for label, name in names.items()}
+        assert all(record["variants"][name][-1] == f"model.codebook_size={codes[label]}" for label, name in names.items())
+        assert all(f"model.codebook_size={codes[label]}" in record["command"] for label in names)
+        records[size] = ({label: record["runs"][name]["0"]["test"] for label, name in names.items()},
+                         {label: record["step_time"][name]["ratio"] for label, name in names.items()}, codes)  # fmt: skip
     printed = SECTION.split("| K | variant | PSNR dB |", 1)[1].splitlines()[2:]
     expected = []
     for size, (tests, ratios, codes) in records.items():
-        for label in LARGE_K:
+        for label in tests:
             test = tests[label]
             assert test["num_images"] == 10000
             if size > 512:  # the large-K records keep the test split's code counts: all 640,000 latents, K bins
@@ -94,3 +94,17 @@ def test_the_large_k_table_is_its_json():
     gain = wae["psnr"] - records[512][0]["VQ-WAE"]["psnr"]
     assert f"VQ-WAE uses {100 * wae['codes_used'] / 4096:.1f}% of its codes and gains {gain:.2f} dB over its K = 512 run" in text
     assert f"stays {wae['psnr'] - ema['psnr']:.2f} dB behind" in text
+
+
+def test_the_large_k_summary_row_is_its_json():
+    def share(record, name, codes):
+        test = record["runs"][name]["0"]["test"]
+        return f"{100 * test['codes_used'] / codes:.1f}%", f"{test['psnr']:.2f}", test["codes_used"]
+
+    k4096, k16384 = load("compare-mnist-k4096.json"), load("compare-mnist-k16384.json")
+    wae, vae, ema, fsq = (share(k4096, name, codes) for name, codes in
+                          (("vq-wae", 4096), ("vq-vae", 4096), ("vq-ema", 4096), ("fsq", 4375)))  # fmt: skip
+    big, big_vae = share(k16384, "vq-wae", 16384), share(k16384, "vq-vae", 16384)
+    summary = " ".join(SUMMARY.replace("**", "").split())
+    assert (f"K = 4,096: VQ-WAE {wae[0]} of its codes at {wae[1]} dB (VQ-VAE {vae[2]} codes, VQ-EMA {ema[0]} at "
+            f"{ema[1]} dB, FSQ {fsq[0]} at {fsq[1]} dB); K = 16,384: {big[0]} at {big[1]} dB (VQ-VAE {big_vae[2]} codes") in summary  # fmt: skip
