@@ -384,7 +384,7 @@ class TrainingLoop:
                     break
         self.progress.close()
 
-    def optimizer_stepped(self, update_ran: bool = True) -> bool:
+    def optimizer_stepped(self, update_ran: bool) -> bool:
         """After the update: True when it was an optimizer step (the last micro-batch of an
         accumulation, not skipped), which this counts, schedules and checks."""
         if not update_ran or not self.accelerator.sync_gradients:
