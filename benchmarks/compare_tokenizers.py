@@ -143,7 +143,7 @@ def evaluate_run(config: TokenizerTrainConfig, split: str, rfid_n: int, max_batc
     """Metrics of a trained run on `split` (with rFID and LPIPS on its first rfid_n images), on the
     validation split, and where the data set has one (the embedded photos) on its `cifar` split."""
     from infra.data import load_images
-    from tokenizer.evaluate import evaluate_reconstruction, reconstruction_fid, reconstruction_lpips
+    from tokenizer.evaluation import evaluate_reconstruction, reconstruction_fid, reconstruction_lpips
     from tokenizer.model import load_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

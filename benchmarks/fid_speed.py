@@ -1,7 +1,7 @@
 """FID cost: Inception images per second by memory layout, precision and batch size (measured side
 by side on the same images), the FID each precision gives on the same image sets (test vs train
 digits, and a tokenizer's reconstructions vs their originals with --tokenizer), and what cached
-reference statistics save on a second call. bf16 is autocast around infra.fid_score's fp32
+reference statistics save on a second call. bf16 is autocast around infra.metrics.fid_score's fp32
 feature loop; the library itself computes FID in fp32 only (bf16 moved rFID by about 10%).
 
     python -m benchmarks.fid_speed [--n 256] [--fid-n 500] [--tokenizer DIR --rfid-n 1000]
@@ -18,9 +18,9 @@ import time
 import torch
 
 from benchmarks.common import device_name
-from infra import fid_score
 from infra.data import DataConfig, load_images
-from tokenizer.evaluate import reconstruct
+from infra.metrics import fid_score
+from tokenizer.evaluation import reconstruct
 from tokenizer.model import load_tokenizer
 
 SETTINGS = [  # (label, channels_last, precision, batch size)

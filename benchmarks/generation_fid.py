@@ -28,7 +28,7 @@ import torch
 from torchvision.utils import save_image
 
 from benchmarks.common import draw_figures
-from infra.fid_score import (
+from infra.metrics.fid_score import (
     as_uint8_rgb,
     feature_extractor,
     fid_statistics,
@@ -39,7 +39,7 @@ from infra.fid_score import (
     resolve_inception_weights,
 )
 from pipelines import VQWAEPipeline
-from tokenizer.evaluate import reconstruct
+from tokenizer.evaluation import reconstruct
 
 
 def cached(path: Path, make, *args, **kwargs):

@@ -35,8 +35,8 @@ from safetensors import safe_open
 from benchmarks.compare_tokenizers import add_variant_argument, parse_variants
 from infra.config import load_config
 from infra.training import read_metrics
+from pipelines.pipeline_vqwae import PIPELINE_CONFIG
 from prior.config import PriorTrainConfig
-from prior.export import PIPELINE_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 WALL = "wall.json"  # seconds the run's `prior/train.py` process took, written when it ends
@@ -77,7 +77,7 @@ def judge(folder: Path, per_class: int) -> dict:
     saved = json.loads(cached.read_text()) if cached.is_file() else None
     if saved is not None and saved["per_class"] == per_class:
         return saved
-    from pipelines.evaluate import evaluate_samples
+    from pipelines.evaluation import evaluate_samples
     from pipelines.pipeline_vqwae import VQWAEPipeline
 
     verdict = evaluate_samples(VQWAEPipeline.from_pretrained(folder / "pipeline"), per_class=per_class,

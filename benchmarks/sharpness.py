@@ -16,9 +16,9 @@ import torch
 from infra.config import provenance
 from infra.data import DataConfig, load_images
 from infra.files import write_record
+from infra.metrics.reconstruction import psnr
 from infra.photos import gradient_statistics
-from tokenizer.evaluate import reconstruct
-from tokenizer.metrics import psnr
+from tokenizer.evaluation import reconstruct
 from tokenizer.model import load_tokenizer
 
 

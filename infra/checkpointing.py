@@ -16,7 +16,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import cleaned_on_failure, replace_with
+import huggingface_hub
+from huggingface_hub.errors import HfHubHTTPError
+
+from .files import cleaned_on_failure, replace_with, written_atomically
 
 # Fields that may change between a run and its resumption (a top-level name covers its whole
 # section); everything else must match.
@@ -254,23 +257,17 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
 
 
 def save_final(model, folder: str | Path, card: str | None = None, **save_options) -> Path:
-    """save_pretrained (and the model card, README.md) into a temporary sibling folder, renamed
-    into place; a failed write leaves the earlier folder (if any) as it was and names the file."""
-    folder = Path(folder)
-    temporary = folder.with_name(f".tmp_{folder.name}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    with cleaned_on_failure(temporary, f"the model {folder}", RESUME_TO_SAVE):
+    """save_pretrained (and the model card, README.md) written atomically (`written_atomically`): a
+    failed write leaves the earlier folder (if any) as it was and names the file."""
+    with written_atomically(folder, f"the model {folder}", RESUME_TO_SAVE) as temporary:
         model.save_pretrained(temporary, **save_options)
         if card is not None:
             (temporary / "README.md").write_text(card)
-    return replace_with(temporary, folder)
+    return Path(folder)
 
 
 def push_folder(folder: str | Path, repo_id: str, commit_message: str = "Upload from vqwae") -> str:
     """Create (if needed) the Hub repo `repo_id` and upload `folder`; clear errors offline or unauthenticated."""
-    import huggingface_hub
-    from huggingface_hub.errors import HfHubHTTPError
-
     if huggingface_hub.get_token() is None:
         raise PermissionError(
             f"cannot push to {repo_id!r}: no Hugging Face token; run `hf auth login` or set HF_TOKEN. "

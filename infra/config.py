@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from tqdm import tqdm
 
 T = TypeVar("T")
 
@@ -239,8 +240,6 @@ def run_cli(main) -> None:
     try:
         main()
     except (ValueError, OSError, FloatingPointError) as error:
-        from tqdm import tqdm
-
         for bar in list(tqdm._instances):  # end open progress bars: the error gets a line of its own
             bar.close()
         print(f"error: {error}", file=sys.stderr)

@@ -4,7 +4,7 @@ Reading: a damaged, truncated, empty or wrong-kind file is one `DamagedFileError
 file and what to do, never a traceback from deep inside a loader. Caches that can be rebuilt use
 `warn_rebuilding` and rebuild.
 
-Writing: everything is written to a temporary name and renamed into place (`replace_with`), so a
+Writing: everything is written to a temporary name and renamed into place (`written_atomically`), so a
 reader never takes a half-written file for a complete one. A write that fails (a full disk, a
 quota, any OS error) removes what it had written and is one `WriteFailedError` line naming the
 file, the error, the free space and how to go on (`cleaned_on_failure`).
@@ -136,10 +136,21 @@ def replace_with(temporary: Path, target: Path) -> Path:
     return target
 
 
+@contextmanager
+def written_atomically(target: str | Path, what: str, recovery: str) -> Iterator[Path]:
+    """The one way the project saves a file or folder: the block writes into the yielded temporary
+    sibling (`.tmp_<name>`, cleared first), which then takes `target`'s place. A failed write
+    leaves an earlier `target` as it was and is one `WriteFailedError` line (`cleaned_on_failure`)."""
+    target = Path(target)
+    temporary = target.with_name(f".tmp_{target.name}")
+    _remove(temporary)
+    with cleaned_on_failure(temporary, what, recovery):
+        yield temporary
+    replace_with(temporary, target)
+
+
 def write_record(path: str | Path, values: dict, what: str = "the results record") -> Path:
-    """Write a JSON results record atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    temporary = path.with_name(f".tmp_{path.name}")
-    with cleaned_on_failure(temporary, f"{what} {path}", "free space and run the command again"):
+    """Write a JSON results record atomically."""
+    with written_atomically(path, f"{what} {path}", "free space and run the command again") as temporary:
         temporary.write_text(json.dumps(values, indent=1) + "\n")
-    return replace_with(temporary, path)
+    return Path(path)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import DataLoaderConfiguration, LoggerType, ProjectConfiguration
 from tqdm.auto import tqdm
 
-from .checkpointing import how_to_resume, save_checkpoint
+from .checkpointing import how_to_resume, push_folder, save_checkpoint
 from .config import check_choice, check_positive
 from .files import write_failed
 from .polite_stop import PoliteStop
@@ -83,9 +84,6 @@ def check_trackers(log_with: str) -> None:
     """log_with: auto, none, all, or Accelerate tracker names (comma-separated), each installed."""
     if log_with in ("auto", "none", "all"):
         return
-    from accelerate.tracking import get_available_trackers
-    from accelerate.utils import LoggerType
-
     known = [member.value for member in LoggerType if member.value != "all"]
     installed = [str(getattr(tracker, "value", tracker)) for tracker in get_available_trackers()]
     for name in log_with.split(","):
@@ -144,7 +142,7 @@ def checkpoint_if_due(accelerator: Accelerator, config: RunConfig, step: int, ba
     """After an optimizer step: save a checkpoint on checkpoint steps, at max_steps, past
     time_limit_minutes, or when a signal asked the run to stop (`stop`: infra.polite_stop), which
     then marks the step in the metrics and exits with 128 + the signal's number. True when the
-    time limit ends the run here (the caller returns `stop_at_time_limit`)."""
+    time limit ends the run here (the caller returns `TrainingLoop.stop_at_time_limit()`)."""
     stop_early = out_of_time(accelerator, config, started, step) and step < config.max_steps
     signalled = stop.requested(step) and step < config.max_steps
     if step % config.checkpoint_every == 0 or step == config.max_steps or stop_early or signalled:
@@ -156,15 +154,13 @@ def checkpoint_if_due(accelerator: Accelerator, config: RunConfig, step: int, ba
     return stop_early
 
 
-def stop_at_time_limit(accelerator: Accelerator, config: RunConfig, step: int, progress) -> dict:
-    """End a run stopped by time_limit_minutes (its checkpoint is saved): say how to go on."""
-    accelerator.print(
-        f"time_limit_minutes={config.time_limit_minutes} reached at step {step}: checkpoint saved; "
-        "run the same command with resume=latest to go on"
-    )
-    progress.close()
+def finish_run(accelerator: Accelerator, config: RunConfig, claim, saved: Path | None) -> None:
+    """The end of a training script: push the `saved` folder to the Hub when config.push_to_hub
+    (the main process saved it; the others pass None), end the trackers, release the run folder."""
+    if saved is not None and config.push_to_hub:
+        accelerator.print(f"pushed to {push_folder(saved, config.hub_repo_id)}")
     accelerator.end_training()
-    return {"stopped_at_step": step}
+    claim.release()
 
 
 def per_process_batch_size(accelerator: Accelerator, config: RunConfig) -> int:
@@ -347,7 +343,7 @@ class TrainingLoop:
                 continue
             <log, validate when due (loop.step, loop.progress)>
         if loop.stopped_at_time_limit:
-            return stop_at_time_limit(accelerator, config, loop.step, loop.progress)
+            return loop.stop_at_time_limit()
 
     It counts optimizer steps to max_steps, steps the schedule once per optimizer step, verifies
     the non-finite guard when due (before anything is logged or saved), shows a progress bar, and
@@ -395,3 +391,13 @@ class TrainingLoop:
         self.guard.verify_if_due(self.step)
         self._stepped = True
         return True
+
+    def stop_at_time_limit(self) -> dict:
+        """End a run stopped by time_limit_minutes (its checkpoint is saved): say how to go on."""
+        self.accelerator.print(
+            f"time_limit_minutes={self.config.time_limit_minutes} reached at step {self.step}: checkpoint saved; "
+            "run the same command with resume=latest to go on"
+        )
+        self.progress.close()
+        self.accelerator.end_training()
+        return {"stopped_at_step": self.step}

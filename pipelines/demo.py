@@ -17,11 +17,12 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, UnidentifiedImageError
+from torchvision.utils import make_grid
 
 from infra.config import CommandLine, check_arguments, run_cli
-from infra.data import channels_of
-from tokenizer.metrics import code_histogram, psnr
+from infra.data import DataConfig, channels_of, load_images
+from infra.metrics.reconstruction import code_histogram, psnr
 
 from .pipeline_vqwae import VQWAEPipeline
 
@@ -36,8 +37,6 @@ MAX_QUEUE = 64  # requests waiting; they run one at a time, in order of arrival;
 
 def code_map(codes: torch.Tensor, codebook_size: int, cell: int = 24) -> Image.Image:
     """A (h, w) code grid as a picture: each cell's grey level is its code, with the number printed."""
-    from PIL import ImageDraw
-
     height, width = codes.shape
     levels = (codes.float() / max(codebook_size - 1, 1) * 200 + 40).to(torch.uint8).numpy()
     image = Image.fromarray(np.kron(levels, np.ones((cell, cell), np.uint8))).convert("RGB")
@@ -60,8 +59,6 @@ def histogram(counts: torch.Tensor, height: int = 120) -> Image.Image:
 
 def grid_image(images: torch.Tensor) -> Image.Image:
     """(n, C, H, W) in [0, 1] -> one PIL grid, about square."""
-    from torchvision.utils import make_grid
-
     columns = max(1, math.ceil(math.sqrt(len(images))))
     grid = make_grid(images, nrow=columns, padding=2, pad_value=1.0)
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -159,8 +156,6 @@ class Demo:
                 histogram(counts), message)  # fmt: skip
 
     def test_digit(self, index: int) -> Image.Image:
-        from infra.data import DataConfig, load_images
-
         if self._test_split is None:
             # At the tokenizer's size, resized as in training (MNIST: bilinear 28 -> 32).
             self._test_split = load_images(DataConfig(image_size=self.size), 1)["test"]

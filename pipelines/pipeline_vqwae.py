@@ -1,7 +1,20 @@
-"""VQWAEPipeline: sample codes with the prior, decode them with the tokenizer, return images."""
+"""VQWAEPipeline: sample codes with the prior, decode them with the tokenizer, return images.
+
+A pipeline folder, written by `VQWAEPipeline.save_pretrained` and read by `from_pretrained`:
+    tokenizer/             the VQ-WAE tokenizer (config.json, model.safetensors, README.md)
+    prior/                 the transformers causal LM (config.json with our `vqwae` metadata,
+                           model.safetensors) and generation_config.json: the sampling defaults
+                           (temperature, top_k, guidance_scale, and our unconditional,
+                           unconditional_guidance_scale), chosen on validation by prior/train.py
+    pipeline_config.json   {"pipeline": "VQWAEPipeline", "tokenizer_id": the tokenizer's identity,
+                           and what the trainer recorded (validation bits per code, the sweep)}
+    README.md              the model card
+Folders saved before the sampling defaults moved to generation_config.json keep them in
+pipeline_config.json's `sampling`; they load into the prior's generation config."""
 
 from __future__ import annotations
 
+import json
 import numbers
 import tempfile
 from dataclasses import dataclass
@@ -9,18 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import snapshot_download
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 
+from infra.cards import pipeline_card
 from infra.checkpointing import push_folder
-from infra.fid_score import FIDResult, compute_fid
-from infra.files import check_saved_model, read_json
-from prior.codes import is_identity_of, tokenizer_identity
-from prior.export import PIPELINE_CONFIG, save_pipeline_folder
+from infra.files import check_saved_model, read_json, written_atomically
+from infra.metrics.fid_score import FIDResult, compute_fid
 from prior.model import check_matches_tokenizer, vocabulary_of
-from prior.sampling import sample_codes
+from prior.sampling import sample_codes, sampling_config, saved_sampling, settings_for_call
 from tokenizer.model import VQWAE
+
+PIPELINE_CONFIG = "pipeline_config.json"
 
 
 @dataclass
@@ -45,12 +60,16 @@ class VQWAEPipeline:
     """
 
     def __init__(self, tokenizer: VQWAE, prior: PreTrainedModel, config: dict | None = None):
-        self.tokenizer_id = tokenizer_identity(tokenizer)
+        self.tokenizer_id = tokenizer.identity()
         check_matches_tokenizer(prior, tokenizer, self.tokenizer_id)
         prior.config.vqwae["tokenizer_id"] = self.tokenizer_id  # today's identity, also for an older file
         self.tokenizer = tokenizer.eval()
         self.prior = prior.eval()
-        self.config = {"pipeline": "VQWAEPipeline", **(config or {})}
+        self.config = {key: value for key, value in (config or {}).items() if key not in ("pipeline", "tokenizer_id")}
+        # The sampling defaults: the prior's generation config (do_sample: the pipeline samples), with
+        # those a folder saved before they moved there kept in pipeline_config.json's `sampling`.
+        saved_before = self.config.pop("sampling", None) or {}
+        prior.generation_config = sampling_config(prior.generation_config, do_sample=True, **saved_before)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | Path, **hub_kwargs) -> VQWAEPipeline:
@@ -58,8 +77,6 @@ class VQWAEPipeline:
         prior/ and pipeline_config.json; refuse a prior trained on another tokenizer."""
         folder = Path(path_or_repo_id)
         if not folder.is_dir():
-            from huggingface_hub import snapshot_download
-
             folder = Path(snapshot_download(str(path_or_repo_id), **hub_kwargs))
         missing = [part for part in ("tokenizer", "prior", PIPELINE_CONFIG) if not (folder / part).exists()]
         if missing:
@@ -77,17 +94,27 @@ class VQWAEPipeline:
         expected = config.get("tokenizer_id")
         if not expected:
             raise ValueError(f"{folder / PIPELINE_CONFIG} records no tokenizer_id; {fix}")
-        if not is_identity_of(tokenizer, expected):
+        if not tokenizer.has_identity(expected):
             raise ValueError(
                 f"{folder}/tokenizer is not the tokenizer this pipeline was saved with (its identity changed); "
                 "the prior's codes would mean something else. Re-export the pipeline from prior/train.py"
             )
-        return cls(tokenizer, prior, {key: value for key, value in config.items() if key != "tokenizer_id"})
+        return cls(tokenizer, prior, config)
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """tokenizer/ + prior/ + pipeline_config.json, written atomically."""
-        extra = {key: value for key, value in self.config.items() if key != "pipeline"}
-        return save_pipeline_folder(folder, self.tokenizer, self.prior, self.tokenizer_id, extra)
+    def save_pretrained(self, folder: str | Path, recovery: str = "free space and save it again") -> Path:
+        """The pipeline folder: tokenizer/ (VQWAE.save_pretrained), prior/ (the transformers model
+        with its generation_config.json: the sampling defaults), pipeline_config.json (the
+        tokenizer's identity and what the trainer recorded) and a model card, README.md. Written
+        atomically: a failed write (a full disk) leaves an earlier folder as it was and is one
+        line naming the file and `recovery`."""
+        config = {"pipeline": "VQWAEPipeline", "tokenizer_id": self.tokenizer_id, **self.config}
+        card = {key: value for key, value in config.items() if key != "tokenizer_id"}
+        with written_atomically(folder, f"the pipeline {folder}", recovery) as temporary:
+            self.tokenizer.save_pretrained(temporary / "tokenizer")
+            self.prior.save_pretrained(temporary / "prior", safe_serialization=True)
+            (temporary / PIPELINE_CONFIG).write_text(json.dumps(config, indent=2))
+            pipeline_card({**card, "sampling_defaults": self.sampling_defaults}).save(temporary / "README.md")
+        return Path(folder)
 
     def push_to_hub(self, repo_id: str) -> str:
         """Save to a temporary folder and upload it as the Hub repo `repo_id`."""
@@ -109,53 +136,34 @@ class VQWAEPipeline:
         self,
         n: int = 16,
         class_labels=None,
-        guidance_scale: float | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
+        *,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
         output_type: str = "pil",
         progress: bool = True,
-        unconditional: str | None = None,
+        **sampling,
     ) -> VQWAEPipelineOutput:
-        """Sample `n` images. Sampling settings left as None take the pipeline's defaults
-        (`sampling_defaults`: chosen on validation when the prior was trained), else temperature 1,
-        no top-k / top-p and no guidance; top_k=0 asks for no top-k explicitly. guidance_scale
-        applies to class-conditional calls (class_labels given) only.
+        """Sample `n` images (class_labels: one label, n labels or "each", for a class-conditional
+        prior). `sampling`: temperature, top_k, top_p, guidance_scale, unconditional,
+        unconditional_guidance_scale (prior/sampling.py SAMPLING_SETTINGS); one left out takes the
+        pipeline's default, the prior's generation_config.json (`generation_config`: chosen on
+        validation when the prior was trained), else temperature 1, no top-k / top-p and no
+        guidance. top_k=0 asks for no top-k. guidance_scale applies to class-conditional calls.
 
         unconditional: how a class-conditional prior draws samples without class_labels:
         `null_class` (its null-class prompt, trained on the label_dropout share of the data only) or
         `classes` (a class drawn uniformly for each sample, then that class: a draw from
-        sum_y p(y) p(x | y), the model's p(x) through its stronger conditionals; guided by the
-        pipeline's `unconditional_guidance_scale` unless guidance_scale is given)."""
+        sum_y p(y) p(x | y), the model's p(x) through its stronger conditionals; guided by
+        `unconditional_guidance_scale` unless guidance_scale is given)."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type={output_type!r} is not allowed; choose one of ['pil', 'np', 'pt']")
         for name, value in (("n", n), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        # 0. Settings the caller left open come from the pipeline.
-        defaults = self.sampling_defaults
-        if temperature is None:
-            temperature = defaults.get("temperature", 1.0)
-        if top_k is None and top_p is None:
-            top_k = defaults.get("top_k")
-        if unconditional is None:
-            unconditional = defaults.get("unconditional", "null_class")
-        if unconditional not in ("null_class", "classes"):
-            raise ValueError(f"unconditional={unconditional!r} is not allowed; choose one of ['null_class', 'classes']")
-        guidance_default = "guidance_scale" if class_labels is not None else None
-        if class_labels is None and unconditional == "classes" and self.num_classes:
-            # Drawn from the call's generator first, so the same seed gives the same classes.
-            class_labels = torch.randint(0, self.num_classes, (n,), generator=generator)
-            guidance_default = "unconditional_guidance_scale"
-        if guidance_scale is None:
-            guidance_scale = defaults.get(guidance_default, 1.0) if guidance_default else 1.0
+        # 0. The call's settings: the pipeline's defaults under what the call sets.
+        call = settings_for_call(self.prior, n, class_labels, generator, **sampling)
         # 1. Sample code grids from the prior (KV-cached generate, special tokens masked).
-        codes = sample_codes(
-            self.prior, n, class_labels, guidance_scale, temperature, top_k, top_p, generator, batch_size,
-            progress=progress,
-        )  # fmt: skip
+        codes = sample_codes(self.prior, n, call.class_labels, call.settings, generator, batch_size, progress)
         # 2. Decode them with the tokenizer, batch by batch.
         images = self.decode(codes, batch_size, progress)
         # 3. Postprocess to the requested type.
@@ -186,10 +194,15 @@ class VQWAEPipeline:
         return compute_fid(images, reference, reference_n=reference_n, weights_path=weights_path, batch_size=batch_size)
 
     @property
+    def generation_config(self) -> GenerationConfig:
+        """The sampling defaults of `__call__`: the prior's transformers GenerationConfig, saved as
+        prior/generation_config.json."""
+        return self.prior.generation_config
+
+    @property
     def sampling_defaults(self) -> dict:
-        """The sampling settings `__call__` uses when given none (pipeline_config.json `sampling`;
-        empty for a pipeline saved without a sweep)."""
-        return dict(self.config.get("sampling") or {})
+        """The sampling settings the generation config sets ({} for a prior saved without a sweep)."""
+        return saved_sampling(self.generation_config)
 
     @property
     def codebook_size(self) -> int:

@@ -27,6 +27,9 @@ from infra.config import CommandLine, check_arguments, run_cli
 from infra.files import write_record
 from infra.run_folder import lock_folder, move_aside
 from infra.training import read_metrics
+from pipelines import fid, sample
+from pipelines.evaluation import evaluate_samples
+from pipelines.pipeline_vqwae import VQWAEPipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,17 +82,12 @@ def main(argv: list[str] | None = None) -> dict:
     pipeline_dir = output / "prior" / "pipeline"
 
     # 3. Sample 16 images into a grid.
-    from pipelines import fid, sample
-
     #    Both with the sampling settings the prior's validation sweep chose (the pipeline's defaults).
     grid = sample.main(["--pipeline", str(pipeline_dir), "--n", "16", "--out", str(output / "samples.png")])
     class_grid = sample.main(["--pipeline", str(pipeline_dir), "--per-class", "10",
                               "--out", str(output / "class_grid.png")])  # fmt: skip
     # 4. What a person would see: a digit classifier's verdict (class accuracy, recognisable share),
     #    then FID against the MNIST test split.
-    from pipelines.evaluate import evaluate_samples
-    from pipelines.pipeline_vqwae import VQWAEPipeline
-
     pipe = VQWAEPipeline.from_pretrained(pipeline_dir)
     digits = evaluate_samples(pipe, per_class=args.judge_per_class, num_unconditional=args.judge_unconditional)
     score = fid.main(["--pipeline", str(pipeline_dir), "--n", str(args.fid_samples), "--reference", "mnist:test",

@@ -5,32 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from infra.data import to_unit_range
-from infra.files import cleaned_on_failure, replace_with, warn_rebuilding
-from tokenizer.legacy import config_and_weights_digest, legacy_identity
+from infra.files import warn_rebuilding, written_atomically
 from tokenizer.model import VQWAE
-
-
-def tokenizer_identity(tokenizer: VQWAE) -> str:
-    """sha256 of what determines the tokenizer's codes: its architecture (`VQWAEConfig.architecture`:
-    networks, codebook size, quantizer; not how it was trained) and its weights (less the Sinkhorn
-    warm start, a training state). Two tokenizers share it only if they encode alike."""
-    weights = {name: tensor for name, tensor in tokenizer.state_dict().items() if not name.endswith("code_potential")}
-    return config_and_weights_digest(tokenizer.config.architecture(), weights)
-
-
-def is_identity_of(tokenizer: VQWAE, recorded: str, identity: str | None = None) -> bool:
-    """Whether an identity recorded in a pipeline, prior or code cache names this tokenizer: today's
-    identity (`identity` when the caller has it already), or for a tokenizer loaded from a flat
-    (earlier) config.json, the one computed then."""
-    if recorded == (identity if identity is not None else tokenizer_identity(tokenizer)):
-        return True
-    return tokenizer.legacy_config is not None and recorded == legacy_identity(
-        tokenizer.legacy_config, tokenizer.state_dict()
-    )
 
 
 @torch.no_grad()
@@ -59,8 +40,6 @@ def _read_cache(path: Path) -> tuple[dict, dict] | None:
     (truncated, empty, not safetensors, lacking codes or labels): then it is encoded again."""
     if not path.is_file():
         return None
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), "pt") as handle:  # one read: the metadata and the tensors
             meta = handle.metadata() or {}
@@ -78,11 +57,11 @@ def load_or_encode(cache_dir: str | Path, split_name: str, tokenizer: VQWAE, spl
     """Codes of `split` from `<cache_dir>/<split_name>.safetensors`, encoding and writing it first if
     absent. A cache written for another tokenizer or split is refused, never reused."""
     path = Path(cache_dir) / f"{split_name}.safetensors"
-    identity = tokenizer_identity(tokenizer)
+    identity = tokenizer.identity()
     cached = _read_cache(path)
     if cached is not None:
         meta, codes = cached
-        if not is_identity_of(tokenizer, meta.get("tokenizer", "")) or meta.get("split") != split_name:
+        if not tokenizer.has_identity(meta.get("tokenizer", "")) or meta.get("split") != split_name:
             raise ValueError(
                 f"code cache {path} was made by another tokenizer ({meta.get('tokenizer', '?')[:12]}, split "
                 f"{meta.get('split')!r}); this tokenizer is {identity[:12]}. Delete {path.parent} or use a new output_dir"
@@ -91,10 +70,10 @@ def load_or_encode(cache_dir: str | Path, split_name: str, tokenizer: VQWAE, spl
     encoded = encode_split(tokenizer, split, batch_size, accelerator, desc=f"encode {split_name}")
     if accelerator is None or accelerator.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        with cleaned_on_failure(temporary, f"the code cache {path}", "free space and run the same command again"):
+        with written_atomically(
+            path, f"the code cache {path}", "free space and run the same command again"
+        ) as temporary:
             save_file(encoded, str(temporary), metadata={"tokenizer": identity, "split": split_name})
-        replace_with(temporary, path)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return encoded

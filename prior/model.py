@@ -132,15 +132,13 @@ def check_matches_tokenizer(prior: PreTrainedModel, tokenizer, tokenizer_id: str
             f"the prior generates {vocabulary.grid_height}x{vocabulary.grid_width} code grids but the tokenizer "
             f"makes {grid}x{grid}; train the prior on this tokenizer's codes"
         )
-    from prior.codes import is_identity_of
-
     trained_on = prior.config.vqwae.get("tokenizer_id")
     if not trained_on:
         raise ValueError(
             "the prior records no tokenizer identity (config.json vqwae.tokenizer_id), so nothing shows it was "
             "trained on this tokenizer's codes; train or export it with prior/train.py, which records it"
         )
-    if tokenizer_id is not None and not is_identity_of(tokenizer, trained_on, tokenizer_id):
+    if tokenizer_id is not None and not tokenizer.has_identity(trained_on, tokenizer_id):
         raise ValueError(
             f"the prior was trained on the codes of tokenizer {trained_on[:12]} but this tokenizer is "
             f"{tokenizer_id[:12]}; its codes mean something else. Train the prior on this tokenizer's codes"

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from infra.digit_classifier import DigitClassifier, Judgement, feature_fid, judge
+from infra.metrics.digit_classifier import DigitClassifier, Judgement, feature_fid, judge
 
-from .sampling import sample_codes
+from .sampling import sample_codes, sampling_config
 
 UNCONDITIONAL = [(1.0, None), (0.9, None), (0.8, None), (1.0, 64), (0.9, 64), (0.8, 32)]  # (temperature, top_k)
 GUIDANCE = [1.0, 1.5, 2.0, 3.0]
@@ -60,8 +60,8 @@ def choose_sampling(prior, tokenizer, reference: torch.Tensor, classifier: Digit
 
     def sample(labels, guidance: float, temperature: float, top_k: int | None) -> Judgement:
         count = n if labels is None else len(labels)
-        codes = sample_codes(prior, count, labels, guidance, temperature, top_k, None,
-                             torch.Generator().manual_seed(seed), batch_size)  # fmt: skip
+        settings = sampling_config(temperature=temperature, top_k=top_k, guidance_scale=guidance)
+        codes = sample_codes(prior, count, labels, settings, torch.Generator().manual_seed(seed), batch_size)
         images = torch.cat([tokenizer.decode(chunk.to(device)).clamp(0, 1).cpu() for chunk in codes.split(batch_size)])
         return judge(classifier, images)
 

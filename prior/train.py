@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):  # run by path (accelerate launch prior/train.py): make the repo importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import torch
 from accelerate.utils import set_seed
 from torchvision.utils import save_image
 from transformers import get_scheduler
 
-from infra.checkpointing import RESUME_TO_SAVE, push_folder, resume_training, save_final
+from infra.checkpointing import RESUME_TO_SAVE, resume_training, save_final
 from infra.config import parse_config, run_cli, to_dict
 from infra.data import load_images, to_unit_range
-from infra.digit_classifier import load_classifier
+from infra.metrics.digit_classifier import load_classifier
 from infra.run_folder import claim_run_folder
 from infra.training import (
     NonFiniteGuard,
@@ -33,15 +29,15 @@ from infra.training import (
     backward_and_step,
     build_accelerator,
     compile_model,
+    finish_run,
     log_metrics,
-    stop_at_time_limit,
     training_loader,
 )
-from prior.codes import load_or_encode, tokenizer_identity
+from pipelines.pipeline_vqwae import VQWAEPipeline
+from prior.codes import load_or_encode
 from prior.config import PriorTrainConfig
-from prior.export import save_pipeline_folder
 from prior.model import CodeVocabulary, build_prior
-from prior.sampling import sample_codes
+from prior.sampling import sample_codes, sampling_config
 from prior.sampling_choice import choice_table, choose_sampling
 from tokenizer.model import load_tokenizer
 
@@ -70,21 +66,23 @@ def build_optimization(model: torch.nn.Module, config: PriorTrainConfig) -> Opti
     return Optimization(optimizer, get_scheduler(config.scheduler_name, optimizer, config.warmup_steps, config.max_steps))
 
 
-def sampling_defaults(config: PriorTrainConfig, prior, tokenizer, validation, say) -> dict:
-    """The pipeline config's `sampling` (the defaults of `pipe(...)`) and `sampling_sweep` (every
-    setting tried, with its scores), chosen on validation images; {} where no sweep applies."""
+def choose_sampling_defaults(config: PriorTrainConfig, prior, tokenizer, validation, say) -> list[dict]:
+    """Set the prior's generation config (saved as generation_config.json: the defaults of
+    `pipe(...)`) to the sampling settings a sweep on validation images chose; returns every setting
+    tried with its scores ([] where no sweep applies)."""
     if not config.sampling_sweep:
-        return {}
+        return []
     if config.data.source != "mnist" or (tokenizer.config.in_channels, tokenizer.config.image_size) != (1, 32):
         say("sampling sweep skipped: its judge is an MNIST digit classifier (data.source=mnist, 1 x 32 x 32); "
             "the pipeline samples with temperature 1, no top-k and no guidance unless told")  # fmt: skip
-        return {}
+        return []
     classifier, info = load_classifier()
     reference = to_unit_range(validation[: max(1000, config.sampling_sweep)]["pixel_values"])
     choice = choose_sampling(prior, tokenizer, reference, classifier, n=config.sampling_sweep, seed=config.seed)
     say(f"sampling sweep on the validation split (digit classifier, test accuracy {info.test_accuracy:.2%}):\n"
         f"{choice_table(choice)}")  # fmt: skip
-    return {"sampling": choice.settings, "sampling_sweep": choice.rows}
+    prior.generation_config = sampling_config(prior.generation_config, do_sample=True, **choice.settings)
+    return choice.rows
 
 
 def main(argv=None) -> dict:
@@ -99,7 +97,7 @@ def main(argv=None) -> dict:
 
     # 2. Tokenizer (frozen) and the data set as cached code sequences.
     tokenizer = load_tokenizer(config.tokenizer).to(accelerator.device).eval()
-    tokenizer_id = tokenizer_identity(tokenizer)
+    tokenizer_id = tokenizer.identity()
     data_config = dataclasses.replace(config.data, image_size=tokenizer.config.image_size)
     with accelerator.main_process_first():
         splits = load_images(data_config, tokenizer.config.in_channels, seed=config.seed)
@@ -189,23 +187,22 @@ def main(argv=None) -> dict:
         if loop.step % config.validate_every == 0 and loop.step < config.max_steps:
             validate(loop.step)
     if loop.stopped_at_time_limit:
-        return stop_at_time_limit(accelerator, config, loop.step, loop.progress)
+        return loop.stop_at_time_limit()
 
-    # 6. Final validation; save the prior and the pipeline folder (tokenizer + prior), with the
-    #    sampling settings a validation sweep chose as the pipeline's defaults.
+    # 6. Final validation; the sampling settings a validation sweep chooses become the prior's
+    #    generation config; save the prior and the pipeline folder (tokenizer + prior).
     metrics = validate(loop.step)
+    folder = None
     if accelerator.is_main_process:
-        prior = accelerator.unwrap_model(model)
+        prior = accelerator.unwrap_model(model).eval()
+        sweep = choose_sampling_defaults(config, prior, tokenizer, splits["validation"], accelerator.print)
         save_final(prior, output_dir / "final", safe_serialization=True)
         extra = {"class_conditional": config.class_conditional, "num_classes": vocabulary.num_classes,
-                 "validation_bits_per_code": metrics["bits_per_code"], "data_source": config.data.source}  # fmt: skip
-        extra.update(sampling_defaults(config, prior.eval(), tokenizer, splits["validation"], accelerator.print))
-        folder = save_pipeline_folder(output_dir / "pipeline", tokenizer, prior, tokenizer_id, extra, RESUME_TO_SAVE)
+                 "validation_bits_per_code": metrics["bits_per_code"], "data_source": config.data.source,
+                 **({"sampling_sweep": sweep} if sweep else {})}  # fmt: skip
+        folder = VQWAEPipeline(tokenizer, prior, extra).save_pretrained(output_dir / "pipeline", RESUME_TO_SAVE)
         accelerator.print(f"prior: validation {metrics['bits_per_code']:.3f} bits per code; pipeline saved to {folder}")
-        if config.push_to_hub:
-            accelerator.print(f"pushed to {push_folder(folder, config.hub_repo_id)}")
-    accelerator.end_training()
-    claim.release()
+    finish_run(accelerator, config, claim, folder)
     return metrics
 
 

@@ -54,7 +54,7 @@ def train(monkeypatch):
 def small_digit_classifier(tmp_path_factory):
     """A digit classifier trained on the first 6,000 MNIST training images for two epochs (seconds),
     cached in its own folder: (folder, model, info)."""
-    from infra.digit_classifier import load_classifier
+    from infra.metrics.digit_classifier import load_classifier
 
     folder = tmp_path_factory.mktemp("digit-classifier")
     return folder, *load_classifier(folder, epochs=2, train_images=6000, progress=False)

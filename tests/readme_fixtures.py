@@ -9,7 +9,6 @@ def tiny_pipeline(folder: Path, seed: int = 0, codebook_size: int = 32, image_si
     """A random (untrained) tokenizer + prior pipeline for `image_size` images, saved to `folder`
     (class-conditional unless num_classes=0)."""
     from pipelines import VQWAEPipeline
-    from prior.codes import tokenizer_identity
     from prior.model import CodeVocabulary, PriorModelConfig, build_prior
     from tokenizer import VQWAE, VQWAEConfig
 
@@ -20,7 +19,7 @@ def tiny_pipeline(folder: Path, seed: int = 0, codebook_size: int = 32, image_si
     prior = build_prior(
         PriorModelConfig(num_layers=1, num_heads=2, hidden_size=32, dropout=0.0),
         CodeVocabulary(codebook_size, image_size // 4, image_size // 4, num_classes=num_classes),
-        tokenizer_identity(tokenizer),
+        tokenizer.identity(),
     )
     pipe = VQWAEPipeline(tokenizer, prior)
     pipe.save_pretrained(folder)

@@ -177,11 +177,11 @@ OTHER_COMMANDS = {
         "--n": non_positive_int(), "--reference-n": non_positive_int(), "--batch-size": non_positive_int(),
         "--temperature": non_positive_float(), "--top-k": negative_int(), "--reference": st.sampled_from(["", "mnist"]),
     },
-    "pipelines.evaluate": {
+    "pipelines.evaluation": {
         "--per-class": negative_int(), "--unconditional": negative_int(), "--fid-n": negative_int(),
         "--temperature": non_positive_float(), "--guidance-scale": negative_float(), "--top-k": negative_int(),
     },
-    "tokenizer.evaluate": {
+    "tokenizer.evaluation": {
         "--batch-size": non_positive_int(), "--max-batches": non_positive_int(), "--rfid-n": non_positive_int(),
         "--split": not_a_choice("train", "validation", "test", "cifar"),
     },
@@ -206,7 +206,7 @@ def test_other_commands_refuse_bad_arguments(module, pipeline_dir, tmp_path_fact
     def check(data):
         flag = data.draw(st.sampled_from(list(bad)))
         where = tmp_path_factory.mktemp("cmd")
-        target = {"tokenizer.evaluate": ["--tokenizer", str(pipeline_dir / "tokenizer")],
+        target = {"tokenizer.evaluation": ["--tokenizer", str(pipeline_dir / "tokenizer")],
                   "pipelines.quickstart": ["--output-dir", str(where / "out")]}.get(module, ["--pipeline", str(pipeline_dir)])  # fmt: skip
         refused_in_one_line(lambda: main([*target, f"{flag}={data.draw(bad[flag])}"]))
         assert not (where / "out").exists()

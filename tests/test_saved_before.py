@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipelines import VQWAEPipeline
-from prior.codes import is_identity_of, load_or_encode, tokenizer_identity
+from prior.codes import load_or_encode
 from tokenizer import VQWAE
 from tokenizer.legacy import FLAT_DEFAULTS
 
@@ -70,8 +70,8 @@ def test_resaving_an_old_pipeline_writes_todays_layout(tmp_path, expected):
     config = json.loads((tmp_path / "again" / "tokenizer" / "config.json").read_text())
     assert config["transport"]["iterations"] == 50 and "sinkhorn_iterations" not in config
     again = VQWAEPipeline.from_pretrained(tmp_path / "again")
-    assert again.tokenizer.legacy_config is None and is_identity_of(again.tokenizer, again.tokenizer_id)
-    assert again.prior.config.vqwae["tokenizer_id"] == tokenizer_identity(again.tokenizer)
+    assert again.tokenizer.legacy_config is None and again.tokenizer.has_identity(again.tokenizer_id)
+    assert again.prior.config.vqwae["tokenizer_id"] == again.tokenizer.identity()
     codes = again(n=4, generator=torch.Generator().manual_seed(0), progress=False).codes
     assert torch.equal(codes, expected["sampled_codes"])
 
@@ -87,3 +87,31 @@ def test_a_changed_tokenizer_in_an_old_pipeline_is_refused(tmp_path):
     (folder / "tokenizer" / "config.json").write_text(json.dumps(flat))  # still the old layout
     with pytest.raises(ValueError, match="not the tokenizer this pipeline was saved with"):
         VQWAEPipeline.from_pretrained(folder)
+
+
+SAMPLING_SAVED = Path(__file__).resolve().parent / "fixtures" / "saved-0a2b468"
+
+
+def test_a_pipeline_with_sampling_defaults_in_its_config_samples_what_it_sampled_then(tmp_path):
+    """Main 0a2b468 kept the chosen sampling settings in pipeline_config.json `sampling`
+    (tests/fixtures/saved-0a2b468, made by its make.py); they now load into the prior's
+    GenerationConfig, and every kind of call draws the codes and images it drew then."""
+    expected = load_file(str(SAMPLING_SAVED / "expected.safetensors"))
+    pipe = VQWAEPipeline.from_pretrained(SAMPLING_SAVED / "pipeline")
+    saved = json.loads((SAMPLING_SAVED / "pipeline" / "pipeline_config.json").read_text())["sampling"]
+    assert pipe.sampling_defaults == saved and pipe.generation_config.top_k == saved["top_k"]
+
+    def run(target, **kwargs):
+        return target(n=4, generator=torch.Generator().manual_seed(0), output_type="pt", progress=False, **kwargs)
+
+    for folder in (SAMPLING_SAVED / "pipeline", tmp_path / "again"):  # as saved then, and saved again today
+        pipe = VQWAEPipeline.from_pretrained(folder)
+        unconditional, conditional = run(pipe), run(pipe, class_labels=[1, 2, 3, 4])
+        assert torch.equal(unconditional.codes, expected["unconditional_codes"])  # drawn the "classes" way, guided
+        torch.testing.assert_close(unconditional.images, expected["unconditional_images"])
+        assert torch.equal(conditional.codes, expected["conditional_codes"])
+        torch.testing.assert_close(conditional.images, expected["conditional_images"])
+        null_class = run(pipe, unconditional="null_class", temperature=1.0, top_k=0).codes
+        assert torch.equal(null_class, expected["null_class_codes"])
+        pipe.save_pretrained(tmp_path / "again")
+    assert "sampling" not in json.loads((tmp_path / "again" / "pipeline_config.json").read_text())

@@ -59,7 +59,7 @@ class LibraryVectorQuantizer(nn.Module):
 
     def __init__(self, codebook_size: int, embedding_dim: int, config: VQEMAConfig, kmeans_iterations: int = 10):
         super().__init__()
-        from vector_quantize_pytorch import VectorQuantize
+        from vector_quantize_pytorch import VectorQuantize  # imported where used (seconds), by the baselines only
 
         self.codebook_size = codebook_size
         self.vq = VectorQuantize(
@@ -112,7 +112,7 @@ class FiniteScalarQuantizer(nn.Module):
 
     def __init__(self, embedding_dim: int, levels: list[int]):
         super().__init__()
-        from vector_quantize_pytorch import FSQ
+        from vector_quantize_pytorch import FSQ  # imported where used (seconds), by the baselines only
 
         self.codebook_size = math.prod(levels)
         self.fsq = FSQ(levels=list(levels), dim=embedding_dim, channel_first=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -192,11 +193,25 @@ class VQWAE(
     def config_dict(self) -> dict:
         return asdict(self.config)
 
+    def identity(self) -> str:
+        """sha256 of what determines the codes: the architecture (`VQWAEConfig.architecture`:
+        networks, codebook size, quantizer; not how it was trained) and the weights (less the
+        Sinkhorn warm start, a training state). Two tokenizers share it only if they encode alike;
+        pipelines, priors and code caches record it."""
+        weights = {name: tensor for name, tensor in self.state_dict().items() if not name.endswith("code_potential")}
+        return legacy.config_and_weights_digest(self.config.architecture(), weights)
+
+    def has_identity(self, recorded: str, identity: str | None = None) -> bool:
+        """Whether an identity recorded in a pipeline, prior or code cache names this tokenizer:
+        today's identity (`identity` when the caller has it already), or for a tokenizer loaded
+        from a flat (earlier) config.json, the one computed then."""
+        if recorded == (identity if identity is not None else self.identity()):
+            return True
+        return self.legacy_config is not None and recorded == legacy.legacy_identity(self.legacy_config, self.state_dict())
+
 
 def load_tokenizer(name_or_path: str) -> VQWAE:
     """VQWAE.from_pretrained for a folder or a Hub id, with a clear error when it is neither."""
-    from pathlib import Path
-
     path = Path(name_or_path)
     if path.is_dir():
         if not (path / "config.json").is_file():

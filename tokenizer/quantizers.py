@@ -15,7 +15,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import code_histogram, perplexity_from_counts
+from infra.metrics.reconstruction import code_histogram, perplexity_from_counts
+
 from .transport import TransportConfig, TransportResult, exact_transport, sinkhorn_transport
 from .transport_chunked import CostRows, chunk_rows, chunked_sinkhorn_transport, over_budget, spans, squared_distances
 from .transport_compiled import compiled_sinkhorn_transport

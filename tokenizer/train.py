@@ -8,19 +8,15 @@ Same command on one CPU, one GPU or N GPUs (batch_size is the global batch). Che
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from pathlib import Path
-
-if __package__ in (None, ""):  # run by path (accelerate launch tokenizer/train.py): make the repo importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import torch
 from accelerate.utils import set_seed
 from torchvision.utils import save_image
 
 from infra.cards import tokenizer_card
-from infra.checkpointing import push_folder, resume_training, save_final
+from infra.checkpointing import resume_training, save_final
 from infra.config import parse_config, run_cli, to_dict
 from infra.data import load_images, to_unit_range
 from infra.run_folder import claim_run_folder
@@ -29,12 +25,12 @@ from infra.training import (
     TrainingLoop,
     build_accelerator,
     compile_model,
+    finish_run,
     log_metrics,
-    stop_at_time_limit,
     training_loader,
 )
 from tokenizer.config import TokenizerTrainConfig
-from tokenizer.evaluate import evaluate_reconstruction
+from tokenizer.evaluation import evaluate_reconstruction
 from tokenizer.model import VQWAE
 from tokenizer.transport_check import check_against_exact
 from tokenizer.update import TokenizerUpdate, build_optimization
@@ -117,10 +113,11 @@ def main(argv=None) -> dict:
         if step % config.validate_every == 0 and step < config.max_steps:
             validate(step)
     if loop.stopped_at_time_limit:
-        return stop_at_time_limit(accelerator, config, loop.step, loop.progress)
+        return loop.stop_at_time_limit()
 
     # 6. Final validation, save_pretrained with a model card, optional push to the Hub.
     metrics = validate(loop.step)
+    final = None
     if accelerator.is_main_process:
         final = save_final(
             accelerator.unwrap_model(model), output_dir / "final", tokenizer_card(to_dict(config), metrics).content
@@ -129,10 +126,7 @@ def main(argv=None) -> dict:
             f"tokenizer saved to {final}: validation PSNR {metrics['psnr']:.2f} dB, "
             f"perplexity {metrics['perplexity']:.1f}, codes used {metrics['codes_used']}"
         )
-        if config.push_to_hub:
-            accelerator.print(f"pushed to {push_folder(final, config.hub_repo_id)}")
-    accelerator.end_training()
-    claim.release()
+    finish_run(accelerator, config, claim, final)
     return metrics
 
 

@@ -117,7 +117,7 @@ def exact_transport(
 
     cost_matrix: (P, K, N); code_weights: (P, K) summing to 1; latent_weights: (P, N) or uniform.
     """
-    import ot  # POT, needed by the exact solver only
+    import ot  # POT: imported where used (seconds to import), by the exact solver only
 
     check_shapes(cost_matrix, code_weights)
     num_problems, num_codes, num_latents = cost_matrix.shape

@@ -50,7 +50,7 @@ def semi_relaxed_transport(
     Any g gives a lower bound D(g); the upper bound is the better of two feasible plans: the
     Laguerre cells of g, and POT's exact `emd` from the latents to the normalised pi exp(-g / tau).
     cost_matrix (P, K, N), code_weights (P, K), tau (P,) in cost units. CPU, seconds a problem."""
-    import ot  # POT
+    import ot  # POT and scipy: imported where used (seconds to import), by this check only
     from scipy.optimize import minimize
 
     check_shapes(cost_matrix, code_weights)

@@ -38,7 +38,6 @@ from benchmarks.generation_fid import PLAIN_SAMPLING, setting_tag
 from infra.config import load_config
 from infra.training import read_metrics
 from pipelines import VQWAEPipeline
-from prior.codes import tokenizer_identity
 from prior.config import PriorTrainConfig
 from prior.model import CodeVocabulary, build_prior
 from prior.train import build_optimization, causal_lm_loss
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 config.num_classes if config.class_conditional else 0)  # fmt: skip
     results = {"device": device_name(), "torch": torch.__version__, "dry_run": args.dry_run,
                "config": str(config_file.relative_to(ROOT)), "tokenizer": args.tokenizer,
-               "tokenizer_id": tokenizer_identity(tokenizer), "sampling": {}}  # fmt: skip
+               "tokenizer_id": tokenizer.identity(), "sampling": {}}  # fmt: skip
 
     def write() -> None:
         (out / "gpu_prior.json").write_text(json.dumps(results, indent=2))

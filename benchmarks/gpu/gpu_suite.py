@@ -20,7 +20,7 @@ Writes OUT/gpu_suite.json and OUT/gpu_suite.md:
    folder can go on on the CPU: benchmarks/gpu/README.md).
 
 Running it on a GPU machine, with or without network: benchmarks/gpu/README.md. rFID of a finished
-run can be scored where the FID weights are: python -m tokenizer.evaluate --tokenizer
+run can be scored where the FID weights are: python -m tokenizer.evaluation --tokenizer
 outputs/run-100ep/final --rfid.
 """
 
@@ -215,7 +215,7 @@ def run_chunk(out: Path, run_from: Path | None, minutes: float, dry_run: bool, t
                "loop_ms_per_step": loop_ms_per_step(read_metrics(folder), start_step or 0)}  # fmt: skip
     if summary["finished"] and not dry_run:
         evaluation = subprocess.run(
-            [sys.executable, "-m", "tokenizer.evaluate", "--tokenizer", str(folder / "final"), "--split", "test"],
+            [sys.executable, "-m", "tokenizer.evaluation", "--tokenizer", str(folder / "final"), "--split", "test"],
             capture_output=True, text=True, cwd=ROOT,
         )  # fmt: skip
         summary["test_metrics"] = evaluation.stdout if evaluation.returncode == 0 else evaluation.stderr[-2000:]

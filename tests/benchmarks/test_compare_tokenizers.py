@@ -105,9 +105,9 @@ def test_colour_runs_are_scored_with_lpips_and_on_the_forty_cifar_images(tmp_pat
 
     from benchmarks import compare_tokenizers
     from infra import data, photos
-    from infra.lpips_score import lpips_distance
+    from infra.metrics.lpips_score import lpips_distance
     from tokenizer import VQWAE, VQWAEConfig
-    from tokenizer.evaluate import reconstruct
+    from tokenizer.evaluation import reconstruct
 
     monkeypatch.setattr(data, "load_photos", lambda size: photos.load_photos(size, {"train": 19, "validation": 6, "test": 10}))
     torch.manual_seed(0)

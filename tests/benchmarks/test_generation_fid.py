@@ -8,11 +8,11 @@ import torch
 
 from benchmarks import generation_fid
 from infra.data import DataConfig, load_images
-from infra.fid_score import as_uint8_rgb, compute_fid
+from infra.metrics.fid_score import as_uint8_rgb, compute_fid
 from pipelines import VQWAEPipeline
 from tests.helpers import assert_figure
 from tests.readme_fixtures import tiny_pipeline
-from tokenizer.evaluate import reconstruction_fid
+from tokenizer.evaluation import reconstruction_fid
 
 
 @pytest.fixture(scope="module")

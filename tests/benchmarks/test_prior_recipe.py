@@ -65,8 +65,8 @@ def test_judged_pipelines_match_evaluate_and_are_cached(tmp_path, monkeypatch, s
     import shutil
 
     from benchmarks import prior_recipe
-    from infra.digit_classifier import VERSION
-    from pipelines.evaluate import evaluate_samples
+    from infra.metrics.digit_classifier import VERSION
+    from pipelines.evaluation import evaluate_samples
     from pipelines.pipeline_vqwae import VQWAEPipeline
     from tests.readme_fixtures import tiny_pipeline
 
@@ -75,7 +75,7 @@ def test_judged_pipelines_match_evaluate_and_are_cached(tmp_path, monkeypatch, s
     run = tmp_path / "run"
     tiny_pipeline(run / "pipeline", image_size=32)
     judged = prior_recipe.judge(run, per_class=2)
-    # The same samples judged by pipelines.evaluate: 2 of every class, 20 unconditional.
+    # The same samples judged by pipelines.evaluation: 2 of every class, 20 unconditional.
     expected = evaluate_samples(VQWAEPipeline.from_pretrained(run / "pipeline"), per_class=2, num_unconditional=20)
     assert judged["class_accuracy"] == expected["class_conditional"]["accuracy"]
     assert judged["worst_class"] == expected["class_conditional"]["worst_class"]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from infra import fid_score
 from infra.files import DamagedFileError, check_safetensors, read_json
+from infra.metrics import fid_score
 from pipelines import VQWAEPipeline
 from tests.readme_fixtures import tiny_pipeline
 
@@ -83,11 +83,11 @@ def test_a_damaged_pipeline_file_is_one_line_naming_it(name, damage, pipeline_di
 
 def test_a_damaged_tokenizer_folder_is_named_by_the_evaluate_cli(pipeline_dir, capsys):
     from infra.config import run_cli
-    from tokenizer import evaluate
+    from tokenizer import evaluation
 
     truncate(pipeline_dir / "tokenizer" / "model.safetensors")
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: evaluate.main(["--tokenizer", str(pipeline_dir / "tokenizer")]))
+        run_cli(lambda: evaluation.main(["--tokenizer", str(pipeline_dir / "tokenizer")]))
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and f"{pipeline_dir / 'tokenizer' / 'model.safetensors'} is damaged" in lines[0]

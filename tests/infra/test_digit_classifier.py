@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from infra import digit_classifier
 from infra.data import DataConfig, load_images, to_unit_range
-from infra.digit_classifier import Judgement, feature_fid, judge, load_classifier
+from infra.metrics import digit_classifier
+from infra.metrics.digit_classifier import Judgement, feature_fid, judge, load_classifier
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-from infra import fid_score
 from infra.data import DataConfig, load_images
+from infra.metrics import fid_score
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +113,7 @@ def test_torch_fidelity_cache_file_is_preferred(tmp_path, monkeypatch):
 def test_rfid_by_reference_name_equals_rfid_against_the_originals():
     """evaluate --rfid names the split so its statistics are cached: same images, same score."""
     from tokenizer import VQWAE, VQWAEConfig
-    from tokenizer.evaluate import reconstruction_fid
+    from tokenizer.evaluation import reconstruction_fid
 
     torch.manual_seed(0)
     model = VQWAE(VQWAEConfig(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32)).eval()

@@ -1,4 +1,4 @@
-"""LPIPS offline (infra/lpips_score.py): equal to a computation written out here from the weight
+"""LPIPS offline (infra/metrics/lpips_score.py): equal to a computation written out here from the weight
 files alone, 0 on identical images, growing with noise and blur, and one clear line when the
 weights package is missing."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from infra import lpips_score
-from infra.lpips_score import backbone_file, lpips_distance, lpips_network, prepare, read_backbone
+from infra.metrics import lpips_score
+from infra.metrics.lpips_score import backbone_file, lpips_distance, lpips_network, prepare, read_backbone
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("lpips") is None, reason="lpips not installed")
 
@@ -99,16 +99,16 @@ def test_a_missing_weights_package_is_one_line(monkeypatch):
 
 
 def test_tokenizer_evaluate_scores_lpips_of_the_reconstructions(tmp_path, capsys):
-    """`python -m tokenizer.evaluate --lpips` on 16 MNIST test images: the mean of LPIPS computed
+    """`python -m tokenizer.evaluation --lpips` on 16 MNIST test images: the mean of LPIPS computed
     here on the same reconstructions, with its protocol and count."""
     from infra.data import DataConfig, load_images
-    from tokenizer import VQWAE, VQWAEConfig, evaluate
+    from tokenizer import VQWAE, VQWAEConfig, evaluation
 
     torch.manual_seed(0)
     VQWAE(VQWAEConfig(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32)).save_pretrained(tmp_path)
-    result = evaluate.main(["--tokenizer", str(tmp_path), "--max-batches", "2", "--batch-size", "8", "--lpips"])
+    result = evaluation.main(["--tokenizer", str(tmp_path), "--max-batches", "2", "--batch-size", "8", "--lpips"])
     model = VQWAE.from_pretrained(tmp_path)
     originals = load_images(DataConfig(image_size=32), 1)["test"][:16]["pixel_values"].to(torch.uint8)
-    expected = lpips_distance(evaluate.reconstruct(model, originals), originals.float() / 255).mean().item()
+    expected = lpips_distance(evaluation.reconstruct(model, originals), originals.float() / 255).mean().item()
     assert result["lpips"]["n"] == 16 and result["lpips"]["mean"] == pytest.approx(expected, rel=1e-5)
     assert "AlexNet" in result["lpips"]["protocol"] and "256 px" in result["lpips"]["protocol"]

@@ -7,15 +7,20 @@ import torch
 from safetensors.torch import load_file
 
 from prior import train as prior_train
-from prior.codes import load_or_encode, tokenizer_identity
+from prior.codes import load_or_encode
 from prior.model import CodeVocabulary, PriorModelConfig, build_prior, check_matches_tokenizer, vocabulary_of
-from prior.sampling import labels_per_class, sample_codes
+from prior.sampling import labels_per_class, sample_codes, sampling_config
 from tests.helpers import read_metrics, reset_accelerate
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.transport import TransportConfig
 
 TINY_TOKENIZER = dict(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32, image_size=16)
 TINY_PRIOR = PriorModelConfig(num_layers=1, num_heads=2, hidden_size=32, dropout=0.0)
+
+
+def sample(prior, n, class_labels=None, generator=None, batch_size=64, **settings):
+    """sample_codes with its settings given as keywords (sampling_config's names)."""
+    return sample_codes(prior, n, class_labels, sampling_config(**settings), generator, batch_size)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +64,8 @@ def test_prior_must_match_the_tokenizer(tokenizer_dir):
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
 def test_greedy_generation_same_with_and_without_kv_cache(architecture):
     prior = tiny_prior(architecture=architecture)
-    cached = sample_codes(prior, 3, do_sample=False, use_cache=True)
-    uncached = sample_codes(prior, 3, do_sample=False, use_cache=False)
+    cached = sample(prior, 3, do_sample=False, use_cache=True)
+    uncached = sample(prior, 3, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)
     # Independent check: greedy decoding by hand, one full forward per token.
     ids = torch.full((3, 1), 32)
@@ -74,9 +79,9 @@ def test_samples_are_codes_and_seeded():
     prior = tiny_prior(num_classes=10)
     with torch.no_grad():  # make the special tokens the likeliest: they must still never appear
         prior.lm_head.weight[32:] += 5.0
-    first = sample_codes(prior, 6, generator=torch.Generator().manual_seed(1), top_k=20, top_p=0.9, temperature=1.5)
-    again = sample_codes(prior, 6, generator=torch.Generator().manual_seed(1), top_k=20, top_p=0.9, temperature=1.5)
-    other = sample_codes(prior, 6, generator=torch.Generator().manual_seed(2), top_k=20, top_p=0.9, temperature=1.5)
+    first = sample(prior, 6, generator=torch.Generator().manual_seed(1), top_k=20, top_p=0.9, temperature=1.5)
+    again = sample(prior, 6, generator=torch.Generator().manual_seed(1), top_k=20, top_p=0.9, temperature=1.5)
+    other = sample(prior, 6, generator=torch.Generator().manual_seed(2), top_k=20, top_p=0.9, temperature=1.5)
     assert first.shape == (6, 4, 4) and first.min() >= 0 and first.max() < 32
     assert torch.equal(first, again) and not torch.equal(first, other)
 
@@ -85,17 +90,15 @@ def test_class_labels_change_samples_and_guidance_runs():
     prior = tiny_prior(num_classes=10)
     with torch.no_grad():
         prior.transformer.wte.weight[33:43] *= 20  # make class tokens matter in the untrained model
-    zeros = sample_codes(prior, 4, class_labels=0, do_sample=False)
-    sevens = sample_codes(prior, 4, class_labels=7, do_sample=False)
+    zeros = sample(prior, 4, class_labels=0, do_sample=False)
+    sevens = sample(prior, 4, class_labels=7, do_sample=False)
     assert not torch.equal(zeros, sevens)
-    guided = sample_codes(
-        prior, 4, class_labels=[0, 1, 2, 3], guidance_scale=3.0, generator=torch.Generator().manual_seed(0)
-    )
+    guided = sample(prior, 4, class_labels=[0, 1, 2, 3], guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
     assert guided.shape == (4, 4, 4) and guided.max() < 32
     with pytest.raises(ValueError, match="class_labels must be"):
-        sample_codes(prior, 4, class_labels=[0, 11, 2, 3])
+        sample(prior, 4, class_labels=[0, 11, 2, 3])
     with pytest.raises(ValueError, match="prior is unconditional"):
-        sample_codes(tiny_prior(), 2, class_labels=1)
+        sample(tiny_prior(), 2, class_labels=1)
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0, 0.5])
@@ -115,7 +118,7 @@ def test_guidance_is_the_formula_on_the_first_token(scale):
         unconditional = prior(input_ids=null).logits[:, -1].log_softmax(-1)
     guided = unconditional + scale * (conditional - unconditional)
     expected = guided[:, : vocabulary.codebook_size].argmax(-1)
-    first = sample_codes(prior, 10, class_labels=labels, guidance_scale=scale, do_sample=False)[:, 0, 0]
+    first = sample(prior, 10, class_labels=labels, guidance_scale=scale, do_sample=False)[:, 0, 0]
     assert torch.equal(first, expected)
     plain = conditional[:, : vocabulary.codebook_size].argmax(-1)
     if scale == 3.0:
@@ -169,7 +172,7 @@ def test_code_cache_is_reused_and_refused_for_another_tokenizer(tmp_path):
     assert torch.equal(again["codes"], encoded["codes"])
     torch.manual_seed(1)
     second = VQWAE(VQWAEConfig(**TINY_TOKENIZER))
-    assert tokenizer_identity(second) != tokenizer_identity(first)
+    assert second.identity() != first.identity()
     with pytest.raises(ValueError, match="made by another tokenizer"):
         load_or_encode(tmp_path, "validation", second, split)
 
@@ -192,21 +195,21 @@ def test_identity_is_what_determines_the_codes():
         if name != "quantizer.code_potential":
             digest.update(name.encode())
             digest.update(tensor.numpy().tobytes())
-    assert tokenizer_identity(tokenizer) == digest.hexdigest()
+    assert tokenizer.identity() == digest.hexdigest()
 
     def variant(**changes):
         other = VQWAE(replace(tokenizer.config, **changes))
         other.load_state_dict(tokenizer.state_dict())
-        return tokenizer_identity(other)
+        return other.identity()
 
     assert variant(transport=TransportConfig(dual_steps=5, code_relaxation=0.0), codebook_init="randn") == (
-        tokenizer_identity(tokenizer)
+        tokenizer.identity()
     )
     tokenizer.quantizer.code_potential.add_(1.0)  # a training state, not a weight that encodes
-    assert tokenizer_identity(tokenizer) == digest.hexdigest()
+    assert tokenizer.identity() == digest.hexdigest()
     assert variant(image_size=32) != digest.hexdigest()
     tokenizer.quantizer.codebook.data[0, 0] += 1e-3
-    assert tokenizer_identity(tokenizer) != digest.hexdigest()
+    assert tokenizer.identity() != digest.hexdigest()
 
 
 @pytest.fixture
@@ -257,12 +260,12 @@ def test_chunked_sampling_equals_one_shot():
     """Sample i depends on the seed and i only: any batch size gives the same codes (guided too)."""
     prior = tiny_prior(num_classes=10)
     options = dict(class_labels=[3, 1, 4, 1, 5, 9, 2], guidance_scale=2.0, temperature=0.8, top_k=10)
-    one_shot = sample_codes(prior, 7, generator=torch.Generator().manual_seed(5), batch_size=7, **options)
-    chunked = sample_codes(prior, 7, generator=torch.Generator().manual_seed(5), batch_size=3, **options)
+    one_shot = sample(prior, 7, generator=torch.Generator().manual_seed(5), batch_size=7, **options)
+    chunked = sample(prior, 7, generator=torch.Generator().manual_seed(5), batch_size=3, **options)
     assert torch.equal(one_shot, chunked)
     unconditional = tiny_prior()
-    first = sample_codes(unconditional, 5, generator=torch.Generator().manual_seed(0), batch_size=5)
-    assert torch.equal(first, sample_codes(unconditional, 5, generator=torch.Generator().manual_seed(0), batch_size=2))
+    first = sample(unconditional, 5, generator=torch.Generator().manual_seed(0), batch_size=5)
+    assert torch.equal(first, sample(unconditional, 5, generator=torch.Generator().manual_seed(0), batch_size=2))
 
 
 def test_sampled_codes_follow_the_prior_distribution():
@@ -273,7 +276,7 @@ def test_sampled_codes_follow_the_prior_distribution():
         prior.lm_head.weight.mul_(8.0)  # a peaked, non-uniform first-code distribution
         logits = prior(input_ids=torch.full((1, 1), 32)).logits[0, -1, :32]
     expected = torch.softmax(logits / 0.7, -1)
-    codes = sample_codes(prior, 3000, temperature=0.7, generator=torch.Generator().manual_seed(0), batch_size=1000)
+    codes = sample(prior, 3000, temperature=0.7, generator=torch.Generator().manual_seed(0), batch_size=1000)
     observed = torch.bincount(codes[:, 0, 0], minlength=32).float() / 3000
     assert expected.max() > 0.1  # the check has something to find
     assert 0.5 * (observed - expected).abs().sum() < 0.07
@@ -281,19 +284,19 @@ def test_sampled_codes_follow_the_prior_distribution():
 
 def test_each_class_sampling_counts_and_bad_values():
     prior = tiny_prior(num_classes=10)
-    codes = sample_codes(prior, 30, class_labels="each", generator=torch.Generator().manual_seed(0), batch_size=8)
-    labelled = sample_codes(prior, 30, class_labels=labels_per_class(10, 3), generator=torch.Generator().manual_seed(0))
+    codes = sample(prior, 30, class_labels="each", generator=torch.Generator().manual_seed(0), batch_size=8)
+    labelled = sample(prior, 30, class_labels=labels_per_class(10, 3), generator=torch.Generator().manual_seed(0))
     assert torch.equal(codes, labelled)
     assert torch.bincount(labels_per_class(10, 3)).tolist() == [3] * 10
     with pytest.raises(ValueError, match="multiple of num_classes=10"):
-        sample_codes(prior, 25, class_labels="each")
+        sample(prior, 25, class_labels="each")
     with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
-        sample_codes(prior, 2, class_labels=1, guidance_scale=-1.0)
+        sample(prior, 2, class_labels=1, guidance_scale=-1.0)
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        sample_codes(prior, 2, temperature=0.0)
+        sample(prior, 2, temperature=0.0)
     with pytest.raises(ValueError, match="top_p must lie in"):
-        sample_codes(prior, 2, top_p=1.5)
+        sample(prior, 2, top_p=1.5)
     with pytest.raises(ValueError, match=r"class_labels must be one label or 2 labels in \[0, 10\)"):
-        sample_codes(prior, 2, class_labels=10)
+        sample(prior, 2, class_labels=10)
     with pytest.raises(ValueError, match="guidance_scale != 1 needs class_labels"):
-        sample_codes(tiny_prior(), 2, guidance_scale=2.0)
+        sample(tiny_prior(), 2, guidance_scale=2.0)

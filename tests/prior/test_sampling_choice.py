@@ -7,10 +7,12 @@ import shutil
 
 import pytest
 import torch
+from transformers import GenerationConfig
 
 from infra.data import DataConfig, load_images, to_unit_range
 from pipelines import VQWAEPipeline
 from prior import sampling_choice
+from prior.sampling import SAMPLING_SETTINGS, sampling_config
 from prior.sampling_choice import FID_SLACK, choice_table, choose_sampling
 from tests.helpers import reset_accelerate
 from tests.readme_fixtures import tiny_pipeline
@@ -62,7 +64,11 @@ def test_the_sweep_on_a_class_conditional_prior(tmp_path, small_digit_classifier
         choose_sampling(pipe.prior, pipe.tokenizer, validation_digits, classifier, n=5)
 
 
+CHOSEN = {"temperature": 0.7, "top_k": 5, "guidance_scale": 2.0, "unconditional_guidance_scale": 1.5}
+
+
 def test_the_pipeline_samples_with_its_defaults_unless_told(tmp_path):
+    """The defaults live in the prior's generation_config.json, a transformers GenerationConfig."""
     pipe = tiny_pipeline(tmp_path / "pipe")
     plain = VQWAEPipeline.from_pretrained(tmp_path / "pipe")  # saved without a sweep: as before
     assert plain.sampling_defaults == {}
@@ -71,17 +77,21 @@ def test_the_pipeline_samples_with_its_defaults_unless_told(tmp_path):
         return pipeline(n=6, generator=torch.Generator().manual_seed(0), progress=False, **kwargs).codes
 
     assert torch.equal(codes(plain), codes(plain, temperature=1.0, top_k=0))
-    config_file = tmp_path / "pipe" / "pipeline_config.json"
-    config = json.loads(config_file.read_text())
-    config["sampling"] = {"temperature": 0.7, "top_k": 5, "guidance_scale": 2.0, "unconditional_guidance_scale": 1.5}
-    config_file.write_text(json.dumps(config))
-    chosen = VQWAEPipeline.from_pretrained(tmp_path / "pipe")
-    assert chosen.sampling_defaults == config["sampling"]
+    pipe.prior.generation_config = sampling_config(pipe.prior.generation_config, **CHOSEN)
+    pipe.save_pretrained(tmp_path / "chosen")
+    saved = GenerationConfig.from_pretrained(tmp_path / "chosen" / "prior")
+    assert {name: getattr(saved, name) for name in CHOSEN} == CHOSEN
+    assert "sampling" not in json.loads((tmp_path / "chosen" / "pipeline_config.json").read_text())
+    chosen = VQWAEPipeline.from_pretrained(tmp_path / "chosen")
+    assert chosen.sampling_defaults == CHOSEN and chosen.generation_config.temperature == 0.7
     assert torch.equal(codes(chosen), codes(plain, temperature=0.7, top_k=5))
     assert not torch.equal(codes(chosen), codes(plain))
-    assert torch.equal(codes(chosen, class_labels=3), codes(plain, class_labels=3, guidance_scale=2.0, temperature=0.7, top_k=5))
-    # Explicit arguments win, top_k=0 included (no top-k).
+    assert torch.equal(
+        codes(chosen, class_labels=3), codes(plain, class_labels=3, guidance_scale=2.0, temperature=0.7, top_k=5)
+    )
+    # Explicit arguments win, top_k=0 included (no top-k); a call's top_p drops the saved top-k.
     assert torch.equal(codes(chosen, temperature=1.0, top_k=0), codes(plain))
+    assert torch.equal(codes(chosen, top_p=0.9), codes(plain, temperature=0.7, top_p=0.9))
     # unconditional="classes": a class drawn for each sample from the call's generator, then that class.
     generator = torch.Generator().manual_seed(0)
     drawn = torch.randint(0, 10, (6,), generator=generator)
@@ -94,16 +104,29 @@ def test_the_pipeline_samples_with_its_defaults_unless_told(tmp_path):
     assert torch.equal(codes(chosen, unconditional="classes"), guided)  # the pipeline's unconditional guidance
     with pytest.raises(ValueError, match=r"unconditional='prior' is not allowed; choose one of"):
         codes(plain, unconditional="prior")
+    with pytest.raises(ValueError, match=r"unknown sampling setting\(s\) \['temprature'\]; the settings are"):
+        codes(plain, temprature=0.5)
     assert torch.equal(codes(chosen, class_labels=3, guidance_scale=1.0, temperature=1.0, top_k=0),
                        codes(plain, class_labels=3))  # fmt: skip
-    assert pipe is not None
+    # A folder saved before the defaults moved (pipeline_config.json `sampling`) loads them into the
+    # prior's generation config and samples alike; saved again, it is today's layout.
+    config_file = tmp_path / "pipe" / "pipeline_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "sampling": CHOSEN}))
+    before = VQWAEPipeline.from_pretrained(tmp_path / "pipe")
+    assert before.sampling_defaults == CHOSEN and "sampling" not in before.config
+    assert torch.equal(codes(before), codes(chosen)) and torch.equal(
+        codes(before, class_labels=3), codes(chosen, class_labels=3)
+    )
+    before.save_pretrained(tmp_path / "again")
+    assert "sampling" not in json.loads((tmp_path / "again" / "pipeline_config.json").read_text())
+    assert VQWAEPipeline.from_pretrained(tmp_path / "again").sampling_defaults == CHOSEN
 
 
 def test_prior_training_stores_the_chosen_settings(tmp_path, repo_root, monkeypatch, small_digit_classifier):
     """prior/train.py with sampling_sweep=N runs the sweep on the validation split with the cached
     classifier and writes its choice and table into the pipeline folder; data the classifier does
     not judge (not mnist) skips it with one line."""
-    from infra.digit_classifier import VERSION
+    from infra.metrics.digit_classifier import VERSION
     from prior import train as prior_train
 
     cache = tmp_path / "cache"
@@ -117,8 +140,15 @@ def test_prior_training_stores_the_chosen_settings(tmp_path, repo_root, monkeypa
                       f"output_dir={tmp_path / 'prior'}", "sampling_sweep=10", "class_conditional=true"])  # fmt: skip
     reset_accelerate()
     config = json.loads((tmp_path / "prior" / "pipeline" / "pipeline_config.json").read_text())
-    assert set(config["sampling"]) == {"temperature", "top_k", "unconditional", "guidance_scale",
-                                       "unconditional_guidance_scale"}  # fmt: skip
-    classes_rows = len({1.0, config["sampling"]["guidance_scale"]})
-    assert len(config["sampling_sweep"]) == len(sampling_choice.UNCONDITIONAL) + len(sampling_choice.GUIDANCE) + classes_rows
-    assert VQWAEPipeline.from_pretrained(tmp_path / "prior" / "pipeline").sampling_defaults == config["sampling"]
+    saved = GenerationConfig.from_pretrained(tmp_path / "prior" / "pipeline" / "prior")
+    chosen = {name: getattr(saved, name) for name in SAMPLING_SETTINGS if getattr(saved, name, None) is not None}
+    assert set(chosen) >= {"temperature", "unconditional", "guidance_scale", "unconditional_guidance_scale"}
+    assert saved.do_sample  # transformers' own generate samples with them too
+    assert "sampling" not in config
+    classes_rows = len({1.0, chosen["guidance_scale"]})
+    assert (
+        len(config["sampling_sweep"])
+        == len(sampling_choice.UNCONDITIONAL) + len(sampling_choice.GUIDANCE) + classes_rows
+    )
+    assert VQWAEPipeline.from_pretrained(tmp_path / "prior" / "pipeline").sampling_defaults == chosen
+    assert GenerationConfig.from_pretrained(tmp_path / "prior" / "final").temperature == chosen["temperature"]

@@ -70,7 +70,7 @@ def test_the_100_epoch_progress_is_its_json():
 def test_the_papers_row_at_its_budget_is_its_json():
     """The finished 100-epoch run: README's row and sentence, the summary's row and A5's last part
     (its chunk table, the test-split table, the validations) from its two records: where it ran
-    (benchmarks.run_progress) and the test split with rFID on all 10k images (tokenizer.evaluate)."""
+    (benchmarks.run_progress) and the test split with rFID on all 10k images (tokenizer.evaluation)."""
     run, test = load("run-100ep-2026-12-01.json"), load("run-100ep-test-2026-12-01.json")
     assert run["finished"] and run["step"] == run["of"] == 156_250 and run["batch_size"] == 32
     assert_contiguous(run["chunks"])

@@ -6,8 +6,8 @@ import ot
 import pytest
 import torch
 
+from infra.metrics.reconstruction import code_perplexity
 from tokenizer import VQWAE, VQWAEConfig
-from tokenizer.metrics import code_perplexity
 from tokenizer.quantizers import VectorQuantizer, WassersteinQuantizer, squared_distances
 from tokenizer.transport import TransportConfig, entropic_sinkhorn, sinkhorn_transport
 

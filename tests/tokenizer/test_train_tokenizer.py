@@ -114,9 +114,9 @@ def test_push_without_token_or_network_is_a_clear_error(tmp_path, monkeypatch):
 def test_evaluate_cli_prints_metrics(train, tmp_path, capsys):
     train(f"output_dir={tmp_path}", "max_steps=2")
     capsys.readouterr()
-    from tokenizer import evaluate
+    from tokenizer import evaluation
 
-    evaluate.main(["--tokenizer", str(tmp_path / "final"), "--split", "test", "--max-batches", "1"])
+    evaluation.main(["--tokenizer", str(tmp_path / "final"), "--split", "test", "--max-batches", "1"])
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{\n") :])
     assert set(result) >= {"mse", "psnr", "ssim", "perplexity", "codes_used"}
@@ -127,18 +127,18 @@ def test_evaluate_writes_a_record_and_never_overwrites_one(train, tmp_path, caps
     """--out writes what it prints plus the date and the command; an existing file is refused
     before any work (a finished 40-minute rFID must not replace an earlier record)."""
     train(f"output_dir={tmp_path}", "max_steps=2")
-    from tokenizer import evaluate
+    from tokenizer import evaluation
 
     argv = ["--tokenizer", str(tmp_path / "final"), "--max-batches", "1", "--out", str(tmp_path / "record.json")]
     capsys.readouterr()
-    printed = evaluate.main(argv)
+    printed = evaluation.main(argv)
     record = json.loads((tmp_path / "record.json").read_text())
-    assert record.pop("command") == "python -m tokenizer.evaluate " + " ".join(argv)
+    assert record.pop("command") == "python -m tokenizer.evaluation " + " ".join(argv)
     assert record.pop("date") == time.strftime("%Y-%m-%d")
     assert record == printed
     (tmp_path / "record.json").write_text("kept")
     with pytest.raises(FileExistsError, match="exists: give another path"):
-        evaluate.main(argv)
+        evaluation.main(argv)
     assert (tmp_path / "record.json").read_text() == "kept"
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import DataConfig, load_images, to_unit_range
+from ..data import DataConfig, load_images, to_unit_range
 from .fid_score import cache_dir, fid_statistics, frechet_distance
 
 VERSION = "v1"  # bump when the architecture or the training changes: the cache is keyed by it
@@ -114,8 +115,6 @@ def load_classifier(folder: str | Path | None = None, epochs: int = 2, seed: int
                     train_images: int | None = None) -> tuple[DigitClassifier, ClassifierInfo]:  # fmt: skip
     """The cached classifier (trained first if absent; a damaged cache is rebuilt with a warning).
     train_images: the first N training images only (tests); the default cache holds all 50,000."""
-    from safetensors.torch import load_file, save_file
-
     folder = Path(folder) if folder is not None else cache_dir() / "digit-classifier" / f"{VERSION}-e{epochs}-s{seed}"
     weights, info_file = folder / "model.safetensors", folder / "info.json"
     if weights.is_file() and info_file.is_file():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from tokenizer.metrics import code_histogram, code_perplexity, perplexity_from_counts, psnr, ssim
+from infra.metrics.reconstruction import code_histogram, code_perplexity, perplexity_from_counts, psnr, ssim
 
 
 @pytest.mark.parametrize("channels", [1, 3])

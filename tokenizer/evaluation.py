@@ -1,10 +1,10 @@
 """Reconstruction quality and code use of a tokenizer on a data split.
 
-    python -m tokenizer.evaluate --tokenizer outputs/tokenizer/final [--split test]
+    python -m tokenizer.evaluation --tokenizer outputs/tokenizer/final [--split test]
 
 prints JSON with MSE, PSNR (dB), SSIM, dataset perplexity and codes used; `--rfid` adds the FID
 of the reconstructions against the originals (TF Inception weights, resolved offline); `--lpips`
-the mean LPIPS of the scored images (the paper's protocol, offline weights: infra/lpips_score.py). `--out
+the mean LPIPS of the scored images (the paper's protocol, offline weights: infra/metrics/lpips_score.py). `--out
 FILE` also writes it there as a results record, with the date and the command that measured it.
 """
 
@@ -19,10 +19,11 @@ from tqdm.auto import tqdm
 
 from infra.config import CommandLine, check_arguments, provenance, run_cli
 from infra.data import DataConfig, load_images, to_unit_range
-from infra.fid_score import FIDResult, compute_fid
 from infra.files import write_record
+from infra.metrics.fid_score import FIDResult, compute_fid
+from infra.metrics.lpips_score import RESIZE, lpips_distance
+from infra.metrics.reconstruction import code_histogram, perplexity_from_counts, psnr, ssim
 
-from .metrics import code_histogram, perplexity_from_counts, psnr, ssim
 from .model import VQWAE, load_tokenizer
 
 
@@ -115,9 +116,7 @@ def reconstruction_fid(model: VQWAE, split, batch_size: int = 256, reference: st
 @torch.no_grad()
 def reconstruction_lpips(model: VQWAE, split, batch_size: int = 256) -> dict:
     """LPIPS between the tokenizer's reconstructions of `split` and the originals: the mean over
-    images, with the protocol (infra/lpips_score.py: AlexNet v0.1, bilinear resize to 256, [-1, 1])."""
-    from infra.lpips_score import RESIZE, lpips_distance
-
+    images, with the protocol (infra/metrics/lpips_score.py: AlexNet v0.1, bilinear resize to 256, [-1, 1])."""
     device = next(model.parameters()).device
     originals = split[:]["pixel_values"].to(torch.uint8)
     scores = []
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.update(tokenizer=args.tokenizer, split=args.split, source=args.source)
     print(json.dumps(result, indent=2))
     if args.out is not None:
-        write_record(args.out, provenance("tokenizer.evaluate", argv) | result)
+        write_record(args.out, provenance("tokenizer.evaluation", argv) | result)
     return result
 
 

