@@ -94,6 +94,10 @@ def test_the_large_k_table_is_its_json():
     gain = wae["psnr"] - records[512][0]["VQ-WAE"]["psnr"]
     assert f"VQ-WAE uses {100 * wae['codes_used'] / 4096:.1f}% of its codes and gains {gain:.2f} dB over its K = 512 run" in text
     assert f"stays {wae['psnr'] - ema['psnr']:.2f} dB behind" in text
+    wae, ema, fsq = (records[16384][0][label] for label in ("VQ-WAE", "VQ-EMA", "FSQ"))
+    assert (f"VQ-EMA keeps {100 * ema['codes_used'] / 16384:.1f}% of its codes in use but stays "
+            f"{wae['psnr'] - ema['psnr']:.2f} dB behind ({ema['psnr']:.2f} dB") in text  # fmt: skip
+    assert f"FSQ at 15,360 codes uses {100 * fsq['codes_used'] / 15360:.1f}% of them at {fsq['psnr']:.2f} dB" in text
 
 
 def test_the_large_k_summary_row_is_its_json():
@@ -104,7 +108,9 @@ def test_the_large_k_summary_row_is_its_json():
     k4096, k16384 = load("compare-mnist-k4096.json"), load("compare-mnist-k16384.json")
     wae, vae, ema, fsq = (share(k4096, name, codes) for name, codes in
                           (("vq-wae", 4096), ("vq-vae", 4096), ("vq-ema", 4096), ("fsq", 4375)))  # fmt: skip
-    big, big_vae = share(k16384, "vq-wae", 16384), share(k16384, "vq-vae", 16384)
+    big, big_vae, big_ema, big_fsq = (share(k16384, name, codes) for name, codes in
+                                      (("vq-wae", 16384), ("vq-vae", 16384), ("vq-ema", 16384), ("fsq", 15360)))  # fmt: skip
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert (f"K = 4,096: VQ-WAE {wae[0]} of its codes at {wae[1]} dB (VQ-VAE {vae[2]} codes, VQ-EMA {ema[0]} at "
-            f"{ema[1]} dB, FSQ {fsq[0]} at {fsq[1]} dB); K = 16,384: {big[0]} at {big[1]} dB (VQ-VAE {big_vae[2]} codes") in summary  # fmt: skip
+            f"{ema[1]} dB, FSQ {fsq[0]} at {fsq[1]} dB); K = 16,384: {big[0]} at {big[1]} dB (VQ-VAE {big_vae[2]} codes, "
+            f"VQ-EMA {big_ema[0]} at {big_ema[1]} dB, FSQ {big_fsq[0]} at {big_fsq[1]} dB") in summary  # fmt: skip
