@@ -44,6 +44,8 @@ def test_the_colour_prior_gfid_is_its_json(reference):
     assert record["reference"] == f"photos:{reference}" and record["n"] == record["reference_n"] == 1000
     fid = record["settings"]["unconditional"]["fid"]["1000"]
     assert f"{reference} crops: {fid:.1f}" in README.replace("**", "")
+    if reference == "test":
+        assert f"gFID {fid:.2f} on 1,000 plain samples against the test crops" in " ".join(BENCHMARKS.split())
 
 
 def test_the_64px_pair_is_its_json():

@@ -83,7 +83,7 @@ def test_the_cpu_prior_pace_is_its_json():
     comment = " ".join(line.lstrip("# ") for line in (ROOT / "configs/prior/mnist.yaml").read_text().splitlines())
     assert f"2500 steps take about {minutes} minutes on 2 CPU cores at the recorded pace of 2026-11-30 ({pace} s a step" in comment
     old = record["same_pace_at_e2e3e49"]["seconds_to_step"]
-    assert f"took {old['50']:.1f} s to step 50 and {old['100']:.1f} s to step 100" in section
+    assert f"took {old['50']:.1f} s to step 50 and {old['100']:.1f} s to step 100" in " ".join(HISTORY.split())
 
 
 def generation() -> dict[str, str]:
@@ -284,7 +284,7 @@ def test_the_batch_size_probe_is_its_json():
     runs = record["runs"]
     assert runs["32"]["test"] == {key: value for key, value in load("tokenizer-floor-mnist-10ep-seed0.json")["runs"]
                                   ["vq-wae"]["0"]["test"].items() if key != "code_counts"}  # fmt: skip
-    section = BENCHMARKS.replace("**", "").split("| 10 epochs, seed 0, test split | learning rate")[1]
+    section = HISTORY.replace("**", "").split("| 10 epochs, seed 0, test split | learning rate")[1]
     for size, run in runs.items():
         assert run["steps"] == 10 * record["epoch_images"] // int(size)
         test = run["test"]
@@ -301,3 +301,5 @@ def test_the_batch_size_probe_is_its_json():
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert (f"batch 64: {psnr['64']:.2f} dB, batch 128: {psnr['128']:.2f} dB, against {psnr['32']:.2f} at batch 32"
             in summary)  # fmt: skip
+    section_2 = " ".join(BENCHMARKS.split("## 2. ", 1)[1].split("\n## ", 1)[0].split())
+    assert f"score {psnr['64']:.2f} and {psnr['128']:.2f} dB against batch 32's {psnr['32']:.2f}" in section_2
