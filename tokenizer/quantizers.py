@@ -180,7 +180,7 @@ class WassersteinQuantizer(_Quantizer):
         transport: TransportConfig,
     ):  # fmt: skip
         super().__init__(codebook_size, embedding_dim, codebook_init, init_noise)
-        self.transport_config = transport
+        self.transport_config = transport.for_codebook(codebook_size)  # the recipe's relaxation for this K
         self.grid_size = grid_size
         self.num_positions = grid_size * grid_size
         num_problems = self.num_positions if transport.scope == "position" else 1

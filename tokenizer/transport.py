@@ -11,6 +11,7 @@ solver. Nothing here knows about models or training.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ EXACT_MAX_ITERATIONS = 500_000
 class TransportConfig:
     """How VQ-WAE's OT term is posed and solved (`model.transport.*`). The defaults are the recipe
     measured in docs/design.md ("The recipe, and why each choice"): one global problem a step against uniform code weights,
-    semi-relaxed (the code marginal held to pi by code_relaxation x the nearest-code cost x KL),
+    semi-relaxed (the code marginal held to pi by code_relaxation x the nearest-code cost x KL;
+    code_relaxation = max(1, K / 1024) unless set),
     10 warm-started Sinkhorn iterations at epsilon = 0.1 x the mean nearest-code cost, then 20
     subgradient steps on the unregularised dual that choose each latent's Laguerre cell among its
     8 nearest codes; the encoder is pulled to the code that decodes it."""
@@ -40,8 +42,9 @@ class TransportConfig:
     epsilon: float = 0.1  # entropic regularisation, x each problem's mean nearest-code cost
     iterations: int = 10  # Sinkhorn iterations a step, warm-started from the last step: a fixed budget
     # > 0: semi-relaxed OT, the code marginal held to pi by this x cost scale x KL; 0 = balanced
-    # (exact marginals; long runs of it collapsed, docs/history.md)
-    code_relaxation: float = 1.0
+    # (exact marginals; long runs of it collapsed, docs/history.md). None: the recipe's rule for the
+    # codebook's size, `recipe_relaxation` (1 up to 1,024 codes, 16 at 16,384)
+    code_relaxation: float | None = None
     dual_steps: int = 20  # subgradient steps on the dual without entropy after Sinkhorn (0 = none)
     dual_candidates: int = 8  # the dual steps choose each latent's cell among this many codes (0 = all)
     # What the OT term pulls each latent towards: `nearest`, the code that decodes it, or `cell`,
@@ -59,10 +62,30 @@ class TransportConfig:
         check_choice("model.transport.encoder_target", self.encoder_target, ("nearest", "cell"))
         check_positive("model.transport.epsilon", self.epsilon)
         check_positive("model.transport.iterations", self.iterations)
-        check_positive("model.transport.code_relaxation", self.code_relaxation, allow_zero=True)
+        if self.code_relaxation is not None:
+            check_positive("model.transport.code_relaxation", self.code_relaxation, allow_zero=True)
         check_positive("model.transport.dual_steps", self.dual_steps, allow_zero=True)
         check_positive("model.transport.dual_candidates", self.dual_candidates, allow_zero=True)
         check_positive("model.transport.memory_budget_mb", self.memory_budget_mb)
+
+
+    def for_codebook(self, num_codes: int) -> TransportConfig:
+        """This config with code_relaxation set: the recipe's rule for `num_codes` codes where it
+        was left unset (None), else itself."""
+        if self.code_relaxation is not None:
+            return self
+        return dataclasses.replace(self, code_relaxation=recipe_relaxation(num_codes))
+
+
+def recipe_relaxation(num_codes: int) -> float:
+    """The recipe's code_relaxation for a codebook of `num_codes`: max(1, K / 1024). tau, the KL
+    hold of the code marginal, is this x the mean nearest-code cost, which shrinks as codes grow
+    denser, while a code left behind in training sits a fixed distance from the data (about 12
+    such costs at K = 16,384, `benchmarks/unused_codes.py`): with tau at 1 cost the semi-relaxed
+    optimum leaves it empty for good. Measured on validation: 1 at K = 512 (16 costs 0.5 dB there),
+    16 at K = 16,384 (95% of the codes in use against 60%, PSNR held); BENCHMARKS.md, "Scale:
+    large codebooks and grids"."""
+    return max(1.0, num_codes / 1024)
 
 
 @dataclass
@@ -360,6 +383,7 @@ def sinkhorn_transport(
     Returns the cost of the plan, <plan, cost_matrix>, and the cells (P, N). dense_plan=False skips
     building the (P, K, N) plan: the cells say everything, and the caller differentiates the cost of
     the assigned pairs itself (the quantizer does: no dense backward through C)."""
+    config = config.for_codebook(code_weights.shape[-1])
     relaxation, dual_steps, dual_candidates = config.code_relaxation, config.dual_steps, config.dual_candidates
     with torch.no_grad(), torch.autocast(cost_matrix.device.type, enabled=False):
         problem = _problem(cost_matrix, code_weights, latent_weights)

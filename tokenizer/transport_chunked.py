@@ -82,6 +82,7 @@ def chunked_sinkhorn_transport(
     """`sinkhorn_transport(cost_matrix, code_weights, config, code_potential, dense_plan=False)` for
     a cost matrix given as `CostRows`, in chunks of `chunk_rows(P, K, config.memory_budget_mb)`
     latents. Equal to it up to the order of float sums (tests/tokenizer/test_transport_scale.py)."""
+    config = config.for_codebook(costs.num_codes)
     relaxation, num_codes, num_latents = config.code_relaxation, costs.num_codes, costs.num_latents
     chunks = list(spans(num_latents, chunk_rows(costs.num_problems, num_codes, config.memory_budget_mb)))
     with torch.no_grad(), torch.autocast(code_weights.device.type, enabled=False):

@@ -33,6 +33,7 @@ def compiled_sinkhorn_transport(
 ) -> TransportResult:
     """`sinkhorn_transport(cost_matrix, code_weights, config, code_potential, dense_plan=False)`,
     compiled on the first call of each setting; the eager solve where compilation failed."""
+    config = config.for_codebook(code_weights.shape[-1])
     key = dataclasses.astuple(config)
     if key in _EAGER_FROM_NOW_ON:
         return sinkhorn_transport(cost_matrix, code_weights, config, code_potential=code_potential, dense_plan=False)

@@ -3,7 +3,7 @@ the OT term's time and peak over K and grid, and the first steps of the 32x32 x 
 
 from __future__ import annotations
 
-from tests.published.book import BENCHMARKS, SUMMARY, load
+from tests.published.book import BENCHMARKS, README, SUMMARY, load
 
 SECTION = BENCHMARKS.split("## 8. Scale", 1)[1].split("\n## ", 1)[0]
 
@@ -113,4 +113,39 @@ def test_the_large_k_summary_row_is_its_json():
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert (f"K = 4,096: VQ-WAE {wae[0]} of its codes at {wae[1]} dB (VQ-VAE {vae[2]} codes, VQ-EMA {ema[0]} at "
             f"{ema[1]} dB, FSQ {fsq[0]} at {fsq[1]} dB); K = 16,384: {big[0]} at {big[1]} dB (VQ-VAE {big_vae[2]} codes, "
-            f"VQ-EMA {big_ema[0]} at {big_ema[1]} dB, FSQ {big_fsq[0]} at {big_fsq[1]} dB") in summary  # fmt: skip
+            f"VQ-EMA {big_ema[0]} at {big_ema[1]} dB, FSQ {big_fsq[0]} at {big_fsq[1]} dB)") in summary  # fmt: skip
+    ruled = load("k16384-relax16-test.json")
+    assert (f"with the relaxation's rule (16 there, now the default): {100 * ruled['codes_used'] / 16384:.1f}% at "
+            f"{ruled['psnr']:.2f} dB") in summary  # fmt: skip
+    readme = " ".join(README.split())
+    assert f"16 at K = 16,384 keeps {100 * ruled['codes_used'] / 16384:.1f}% of the codes in use" in readme
+
+
+def test_the_relaxation_rule_table_is_its_json():
+    """Section 8's relaxation table and the unused codes' distances, from their records: the
+    relaxation-1 rows from the large-K records' validation scores, the levers from their run, the
+    test row from tokenizer.evaluation's record."""
+    levers = load("k16384-levers-validation.json")
+    assert levers["split"] == "validation" and levers["steps"] == 1500 and levers["seeds"] == [0]
+    assert levers["variants"]["vq-wae-relax16"][-1] == "model.transport.code_relaxation=16"
+    assert levers["variants"]["vq-wae-cand32"][-1] == "model.transport.dual_candidates=32"
+    test = load("k16384-relax16-test.json")
+    assert test["split"] == "test" and test["num_images"] == 10000 and "vq-wae-relax16" in test["tokenizer"]
+    rows = [(16384, "relaxation 1", "validation", load("compare-mnist-k16384.json")["runs"]["vq-wae"]["0"]["validation"]),
+            (16384, "relaxation 1, 32 dual candidates", "validation", levers["runs"]["vq-wae-cand32"]["0"]["validation"]),
+            (16384, "relaxation 16", "validation", levers["runs"]["vq-wae-relax16"]["0"]["validation"]),
+            (16384, "relaxation 16", "test", test)]  # fmt: skip
+    printed = SECTION.split("| K | setting | split |", 1)[1].splitlines()[2:]
+    expected = [f"| {size:,} | {setting} | {split} | {run['psnr']:.2f} | {run['perplexity']:,.1f} | {run['codes_used']:,} | "
+                f"{100 * run['codes_used'] / size:.1f}% |" for size, setting, split, run in rows]  # fmt: skip
+    assert printed[: len(expected)] == expected and printed[len(expected)] == ""
+    text = " ".join(SECTION.split())
+    assert f"Relaxation 16 puts {100 * test['codes_used'] / 16384:.1f}% of the 16,384 codes to use on the test split at {test['psnr']:.2f} dB" in text
+    for size in (16384, 4096):
+        record = load(f"unused-codes-mnist-k{size}.json")
+        assert record["codebook_size"] == size and record["split"] == "validation" and record["images"] == 2000
+        assert record["used"]["codes"] + record["unused"]["codes"] == size and record["code_relaxation"] == 1.0
+        assert f"{record['unused']['codes']:,} unused" in text and f"{record['unused']['in_scales']['median']:.2f}" in text
+    k16384 = load("unused-codes-mnist-k16384.json")
+    assert f"the used ones {k16384['used']['in_scales']['median']:.2f}" in text
+    assert f"at tau = 1 scale, {k16384['unused_target_share']:.1e} of pi" in text

@@ -39,9 +39,11 @@ def test_the_defaults_are_the_recipe_mnist_yaml_measures():
     config = TokenizerTrainConfig()
     assert asdict(config.model.transport) == dict(
         solver="sinkhorn", scope="global", learn_code_weights=False, epsilon=0.1, iterations=10,
-        code_relaxation=1.0, dual_steps=20, dual_candidates=8, encoder_target="nearest", memory_budget_mb=1024.0,
+        code_relaxation=None, dual_steps=20, dual_candidates=8, encoder_target="nearest", memory_budget_mb=1024.0,
         compile_solver=False,
     )  # fmt: skip
+    # Unset, the relaxation follows the codebook's size: 1 at the recipe's 512 codes.
+    assert config.model.transport.for_codebook(config.model.codebook_size).code_relaxation == 1.0
     assert config.model.codebook_init == "encoder" and config.model.quantizer == "wasserstein"
     assert (config.learning_rate, config.batch_size, config.lr_scheduler) == (2e-3, 32, "cosine")
     assert (config.warmup_steps, config.max_grad_norm, config.loss.transport) == (100, 1.0, 3e-3)

@@ -127,3 +127,33 @@ def test_what_needs_the_whole_matrix_is_refused_past_the_budget(setting, capsys)
     assert "32768 latents x 16384 codes pass model.transport.memory_budget_mb=1024" in message
     assert message.count("\n") == 1 and "raise the budget" in message
     parse_config(TokenizerTrainConfig, ["--config", "configs/tokenizer/mnist.yaml", *overrides[1:]])  # 8x8: fits
+
+
+def test_the_relaxation_follows_the_codebook_size_unless_set(tmp_path):
+    """model.transport.code_relaxation left unset is the recipe's rule, max(1, K / 1024): 1 at the
+    recipe's 512 codes (its measured choice), 16 at 16,384 (measured on validation); a set value
+    wins; a saved tokenizer keeps the rule and loads to the same relaxation."""
+    from tokenizer import VQWAE, VQWAEConfig
+    from tokenizer.transport import recipe_relaxation
+
+    assert [recipe_relaxation(k) for k in (256, 512, 1024, 4096, 16384)] == [1.0, 1.0, 1.0, 4.0, 16.0]
+    assert TransportConfig().code_relaxation is None
+    assert TransportConfig().for_codebook(16384).code_relaxation == 16.0
+    assert TransportConfig(code_relaxation=2.0).for_codebook(16384).code_relaxation == 2.0
+    assert TransportConfig(code_relaxation=0.0).for_codebook(16384).code_relaxation == 0.0  # balanced stays balanced
+    tiny = dict(hidden_channels=8, num_res_blocks=1, embedding_dim=4)
+    for size, expected in ((512, 1.0), (16384, 16.0)):
+        model = VQWAE(VQWAEConfig(codebook_size=size, **tiny))
+        assert model.quantizer.transport_config.code_relaxation == expected
+        model.save_pretrained(tmp_path / str(size))
+        assert VQWAE.from_pretrained(tmp_path / str(size)).quantizer.transport_config.code_relaxation == expected
+    assert parse_config(TokenizerTrainConfig, ["model.codebook_size=4096"]).model.transport.code_relaxation is None
+    # The solver resolves the rule itself: unset at K = 2,048 solves as code_relaxation=2.
+    torch.manual_seed(0)
+    cost = torch.rand(1, 2048, 300)
+    weights = torch.full((1, 2048), 1 / 2048)
+    unset = sinkhorn_transport(cost, weights, TransportConfig(), dense_plan=False)
+    two = sinkhorn_transport(cost, weights, TransportConfig(code_relaxation=2.0), dense_plan=False)
+    one = sinkhorn_transport(cost, weights, TransportConfig(code_relaxation=1.0), dense_plan=False)
+    assert torch.equal(unset.code_potential, two.code_potential) and torch.equal(unset.cells, two.cells)
+    assert not torch.equal(unset.code_potential, one.code_potential)
