@@ -131,7 +131,12 @@ def test_the_relaxation_rule_table_is_its_json():
     assert levers["variants"]["vq-wae-cand32"][-1] == "model.transport.dual_candidates=32"
     test = load("k16384-relax16-test.json")
     assert test["split"] == "test" and test["num_images"] == 10000 and "vq-wae-relax16" in test["tokenizer"]
-    rows = [(16384, "relaxation 1", "validation", load("compare-mnist-k16384.json")["runs"]["vq-wae"]["0"]["validation"]),
+    k4096 = load("k4096-relax4-validation.json")
+    assert k4096["split"] == "validation" and k4096["steps"] == 1500 and k4096["seeds"] == [0]
+    assert k4096["variants"]["vq-wae-relax4"][-2:] == ["model.codebook_size=4096", "model.transport.code_relaxation=4"]
+    rows = [(4096, "relaxation 1", "validation", load("compare-mnist-k4096.json")["runs"]["vq-wae"]["0"]["validation"]),
+            (4096, "relaxation 4", "validation", k4096["runs"]["vq-wae-relax4"]["0"]["validation"]),
+            (16384, "relaxation 1", "validation", load("compare-mnist-k16384.json")["runs"]["vq-wae"]["0"]["validation"]),
             (16384, "relaxation 1, 32 dual candidates", "validation", levers["runs"]["vq-wae-cand32"]["0"]["validation"]),
             (16384, "relaxation 16", "validation", levers["runs"]["vq-wae-relax16"]["0"]["validation"]),
             (16384, "relaxation 16", "test", test)]  # fmt: skip
@@ -146,6 +151,8 @@ def test_the_relaxation_rule_table_is_its_json():
         assert record["codebook_size"] == size and record["split"] == "validation" and record["images"] == 2000
         assert record["used"]["codes"] + record["unused"]["codes"] == size and record["code_relaxation"] == 1.0
         assert f"{record['unused']['codes']:,} unused" in text and f"{record['unused']['in_scales']['median']:.2f}" in text
+    relax4 = k4096["runs"]["vq-wae-relax4"]["0"]["validation"]
+    assert f"4 at 4,096 ({relax4['codes_used']:,} of 4,096 codes in use at {relax4['psnr']:.2f} dB on validation" in text
     k16384 = load("unused-codes-mnist-k16384.json")
     assert f"the used ones {k16384['used']['in_scales']['median']:.2f}" in text
     assert f"at tau = 1 scale, {k16384['unused_target_share']:.1e} of pi" in text
