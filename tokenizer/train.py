@@ -38,6 +38,9 @@ from tokenizer.update import TokenizerUpdate, build_optimization
 
 def main(argv=None) -> dict:
     config = parse_config(TokenizerTrainConfig, argv, __doc__)
+    # The relaxation's rule resolved for this codebook (max(1, K / 1024) when unset), so the saved
+    # config, checkpoints and resumed runs hold the number, as runs from before the rule do.
+    config.model.transport = config.model.transport.for_codebook(config.model.codebook_size)
     output_dir = Path(config.output_dir)
 
     # 1. Accelerator: devices, mixed precision, accumulation, logging, seeded data order. The output

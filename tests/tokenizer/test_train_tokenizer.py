@@ -188,3 +188,20 @@ def test_any_installed_accelerate_tracker_and_clear_errors(train, tmp_path, monk
     monkeypatch.setattr("accelerate.tracking.get_available_trackers", lambda: [LoggerType.TENSORBOARD])
     with pytest.raises(ValueError, match="the wandb tracker is not installed.*installed: \\['tensorboard'\\]"):
         load_config(TokenizerTrainConfig, TINY, ["log_with=tensorboard,wandb"])
+
+
+def test_a_run_saves_the_resolved_relaxation_and_resumes_a_checkpoint_from_before_the_rule(train, tmp_path):
+    """The relaxation left unset is saved as the number the rule gives (1 at the tiny config's 32
+    codes), so a checkpoint written before the rule existed (code_relaxation 1.0 in its config)
+    resumes under today's defaults, and one with another value is refused."""
+    train(f"output_dir={tmp_path}", "max_steps=2", "checkpoint_every=2", "lr_scheduler=constant")
+    checkpoint = tmp_path / "checkpoints" / "step_00000002"
+    saved = json.loads((checkpoint / "train_config.json").read_text())
+    assert saved["model"]["transport"]["code_relaxation"] == 1.0
+    assert json.loads((tmp_path / "final" / "config.json").read_text())["transport"]["code_relaxation"] == 1.0
+    train(f"output_dir={tmp_path}", "max_steps=3", "resume=latest", "lr_scheduler=constant")  # resumes, not refused
+    assert [row["step"] for row in read_metrics(tmp_path) if "train/reconstruction" in row][-1] == 3
+    with pytest.raises(ValueError, match="code_relaxation"):
+        train(f"output_dir={tmp_path}", "max_steps=4", "resume=latest", "lr_scheduler=constant",
+              "model.transport.code_relaxation=2")  # fmt: skip
+
