@@ -43,8 +43,9 @@ from infra.config import from_dict, merge, parse_overrides
 from infra.data import DataConfig, load_images, to_unit_range
 from tokenizer.model import VQWAE, load_tokenizer
 from tokenizer.quantizers import WassersteinQuantizer, squared_distances
-from tokenizer.transport import TransportConfig, exact_transport, sinkhorn_transport
+from tokenizer.transport import exact_transport, sinkhorn_transport
 from tokenizer.transport_check import check_against_exact, semi_relaxed_transport
+from tokenizer.transport_config import TransportConfig
 
 # The solver's own settings; solver, scope and the rest shape the problem, not its solve.
 KEYS = ("epsilon", "iterations", "code_relaxation", "dual_steps", "dual_candidates")

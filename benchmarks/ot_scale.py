@@ -27,8 +27,8 @@ from benchmarks.common import device_name, draw_figures
 from infra.config import CommandLine, check_arguments, provenance, run_cli
 from infra.files import write_record
 from tokenizer.quantizers import WassersteinQuantizer
-from tokenizer.transport import TransportConfig
 from tokenizer.transport_chunked import chunk_rows
+from tokenizer.transport_config import TransportConfig
 
 WHOLE = 1e12  # a budget no matrix passes: the whole (N, K) matrix every time
 

@@ -21,15 +21,16 @@ from infra.config import provenance
 from infra.data import DataConfig, load_images, to_unit_range
 from infra.files import write_record
 from tokenizer.model import load_tokenizer
+from tokenizer.transport_chunked import squared_distances
 
 
 def nearest(points: torch.Tensor, others: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of `points` (N, D): the squared distance to its nearest row of `others` (M, D)
-    and that row's index, `chunk` rows at a time (memory O(chunk x M))."""
+    (the training's own fp32 cost, `squared_distances`) and that row's index, `chunk` rows at a
+    time (memory O(chunk x M))."""
     costs, indices = [], []
     for block in points.split(chunk):
-        cost = torch.cdist(block, others).pow(2)
-        best = cost.min(dim=1)
+        best = squared_distances(block, others).min(dim=1)
         costs.append(best.values)
         indices.append(best.indices)
     return torch.cat(costs), torch.cat(indices)

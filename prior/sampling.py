@@ -204,7 +204,8 @@ def sample_codes(
     depend on batch_size; guidance_scale > 1 applies classifier-free guidance (conditional
     prior). class_labels: one label for all, n labels, or "each" (n / num_classes of every
     class, in class order)."""
-    settings = sampling_config(settings)
+    settings = sampling_config() if settings is None else settings  # read, never changed: no copy
+    check_sampling(settings)
     temperature, top_k, top_p = (setting(settings, name) for name in ("temperature", "top_k", "top_p"))
     guidance_scale = setting(settings, "guidance_scale")
     do_sample = settings.do_sample is not False  # our sampler samples unless told otherwise

@@ -17,7 +17,7 @@ from . import legacy
 from .baseline_quantizers import FiniteScalarQuantizer, FSQConfig, LibraryVectorQuantizer, VQEMAConfig
 from .networks import Decoder, Encoder
 from .quantizers import QuantizerOutput, VectorQuantizer, WassersteinQuantizer, is_integer_dtype
-from .transport import TransportConfig
+from .transport_config import TransportConfig
 
 
 @dataclass

@@ -17,9 +17,10 @@ from torch import nn
 
 from infra.metrics.reconstruction import code_histogram, perplexity_from_counts
 
-from .transport import TransportConfig, TransportResult, exact_transport, sinkhorn_transport
+from .transport import TransportResult, exact_transport, sinkhorn_transport
 from .transport_chunked import CostRows, chunk_rows, chunked_sinkhorn_transport, over_budget, spans, squared_distances
 from .transport_compiled import compiled_sinkhorn_transport
+from .transport_config import TransportConfig
 
 
 @dataclass

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .transport import TransportConfig, TransportResult, _bounded, _finish_potential, candidate_cells, dual_ascent
+from .transport import TransportResult, _bounded, _finish_potential, candidate_cells, dual_ascent
+from .transport_config import TransportConfig
 
 BYTES = 4  # fp32
 

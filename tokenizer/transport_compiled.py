@@ -15,7 +15,8 @@ import sys
 
 import torch
 
-from .transport import TransportConfig, TransportResult, sinkhorn_transport
+from .transport import TransportResult, sinkhorn_transport
+from .transport_config import TransportConfig
 
 _COMPILED: dict[tuple, object] = {}
 _EAGER_FROM_NOW_ON: set[tuple] = set()

@@ -12,7 +12,7 @@ from prior.model import CodeVocabulary, PriorModelConfig, build_prior, check_mat
 from prior.sampling import labels_per_class, sample_codes, sampling_config
 from tests.helpers import read_metrics, reset_accelerate
 from tokenizer import VQWAE, VQWAEConfig
-from tokenizer.transport import TransportConfig
+from tokenizer.transport_config import TransportConfig
 
 TINY_TOKENIZER = dict(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32, image_size=16)
 TINY_PRIOR = PriorModelConfig(num_layers=1, num_heads=2, hidden_size=32, dropout=0.0)

@@ -18,7 +18,8 @@ from tests.cpu_kernels import max_abs_deviation
 from tests.helpers import ROOT, read_metrics, reset_accelerate
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.objective import LossConfig, total_loss
-from tokenizer.transport import TransportConfig, entropic_sinkhorn, sinkhorn_transport
+from tokenizer.transport import entropic_sinkhorn, sinkhorn_transport
+from tokenizer.transport_config import TransportConfig
 
 TINY = dict(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32, image_size=16)
 # Every way Python code can read a tensor's value on the host: on a GPU each one is a sync.

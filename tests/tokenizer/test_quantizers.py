@@ -9,7 +9,8 @@ import torch
 from infra.metrics.reconstruction import code_perplexity
 from tokenizer import VQWAE, VQWAEConfig
 from tokenizer.quantizers import VectorQuantizer, WassersteinQuantizer, squared_distances
-from tokenizer.transport import TransportConfig, entropic_sinkhorn, sinkhorn_transport
+from tokenizer.transport import entropic_sinkhorn, sinkhorn_transport
+from tokenizer.transport_config import TransportConfig
 
 TINY = dict(hidden_channels=16, num_res_blocks=1, embedding_dim=8, codebook_size=32)
 

@@ -17,7 +17,7 @@ from tests.cpu_kernels import relative_mean_deviation
 from tests.helpers import read_metrics
 from tokenizer import VQWAEConfig
 from tokenizer.config import TokenizerTrainConfig
-from tokenizer.transport import TransportConfig
+from tokenizer.transport_config import TransportConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "tokenizer"

@@ -5,7 +5,8 @@ import ot
 import pytest
 import torch
 
-from tokenizer.transport import TransportConfig, entropic_sinkhorn, exact_transport, sinkhorn_transport
+from tokenizer.transport import entropic_sinkhorn, exact_transport, sinkhorn_transport
+from tokenizer.transport_config import TransportConfig
 
 
 def plain(**changes) -> TransportConfig:

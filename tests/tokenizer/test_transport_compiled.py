@@ -3,8 +3,9 @@
 import torch
 
 import tokenizer.transport_compiled as compiled_module
-from tokenizer.transport import TransportConfig, sinkhorn_transport
+from tokenizer.transport import sinkhorn_transport
 from tokenizer.transport_compiled import compiled_sinkhorn_transport
+from tokenizer.transport_config import TransportConfig
 
 
 def problem(num_codes=64, num_latents=256, seed=0):

@@ -6,8 +6,9 @@ import torch
 from infra.config import parse_config
 from tokenizer.config import TokenizerTrainConfig
 from tokenizer.quantizers import WassersteinQuantizer
-from tokenizer.transport import TransportConfig, sinkhorn_transport
+from tokenizer.transport import sinkhorn_transport
 from tokenizer.transport_chunked import CostRows, chunk_rows, chunked_sinkhorn_transport, fits_budget
+from tokenizer.transport_config import TransportConfig
 
 
 def collapsed_problem(num_codes: int, num_latents: int, dim: int = 8, crowd: float = 0.5, seed: int = 0):
@@ -134,7 +135,7 @@ def test_the_relaxation_follows_the_codebook_size_unless_set(tmp_path):
     recipe's 512 codes (its measured choice), 16 at 16,384 (measured on validation); a set value
     wins; a saved tokenizer keeps the rule and loads to the same relaxation."""
     from tokenizer import VQWAE, VQWAEConfig
-    from tokenizer.transport import recipe_relaxation
+    from tokenizer.transport_config import recipe_relaxation
 
     assert [recipe_relaxation(k) for k in (256, 512, 1024, 4096, 16384)] == [1.0, 1.0, 1.0, 4.0, 16.0]
     assert TransportConfig().code_relaxation is None
