@@ -66,11 +66,25 @@ def pipeline_card(extra: dict, name: str = "vq-wae-pipeline") -> ModelCard:
         eval_results=_results("unconditional-image-generation", dataset, "validation", metrics),
     )  # fmt: skip
     labels = ", class_labels=3, guidance_scale=2.0" if conditional else ""
+    settings = {key: value for key, value in extra.items() if key not in ("results", "made_by")}
     body = (
         f"# {name}\n\nTwo-stage image generation with a VQ-WAE tokenizer ({PAPER}) and a `transformers` "
         "causal LM prior over its codes.\n\n```python\nimport torch\nfrom pipelines import VQWAEPipeline\n\n"
         "pipe = VQWAEPipeline.from_pretrained(PATH_OR_REPO_ID)\n"
         f"images = pipe(n=16{labels}, generator=torch.Generator().manual_seed(0)).images\n```\n\n"
-        f"## Pipeline config\n\n```json\n{json.dumps(extra, indent=2)}\n```\n"
+        + (f"## Results\n\n{results_table(extra['results'])}\n" if extra.get("results") else "")
+        + (f"## Made by\n\n```bash\n{chr(10).join(extra['made_by'])}\n```\n\n" if extra.get("made_by") else "")
+        + f"## Pipeline config\n\n```json\n{json.dumps(settings, indent=2)}\n```\n"
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def results_table(results: list[dict]) -> str:
+    """A card's measured results as Markdown: a row per results record (what, its numbers, the
+    command that measured them)."""
+    rows = ["| measured | numbers | command |", "|---|---|---|"]
+    for result in results:
+        numbers = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                            for key, value in result["values"].items())  # fmt: skip
+        rows.append(f"| {result['what']} ({result.get('date') or 'undated'}) | {numbers} | `{result['command']}` |")
+    return "\n".join(rows) + "\n"

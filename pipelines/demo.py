@@ -1,7 +1,9 @@
 """A web demo of a pipeline (Gradio): generate digits class by class, and tokenize an image.
 
     pip install -e .[demo]
-    python -m pipelines.demo --pipeline outputs/quickstart/prior/pipeline [--host 127.0.0.1 --port 7860]
+    python -m pipelines.demo [--pipeline outputs/quickstart/prior/pipeline] [--host 127.0.0.1 --port 7860]
+
+Without --pipeline it opens on the shipped MNIST pipeline (models/vqwae-mnist).
 
 Generate: class (or unconditional), guidance scale, temperature, top-k, seed, count -> an image
 grid and the code map of the first sample; the same seed gives the same images. Tokenize: an
@@ -25,6 +27,7 @@ from infra.data import DataConfig, channels_of, load_images
 from infra.metrics.reconstruction import code_histogram, psnr
 
 from .pipeline_vqwae import VQWAEPipeline
+from .ship import SHIPPED
 
 UNCONDITIONAL = "unconditional"
 # What one request may ask for: the page's own limits, enforced on the server too (an API client
@@ -226,7 +229,8 @@ def offline_theme():
 
 def main(argv: list[str] | None = None) -> None:
     parser = CommandLine(__doc__)
-    parser.add_argument("--pipeline", required=True, help="pipeline folder or Hub repo id")
+    parser.add_argument("--pipeline", default=str(SHIPPED),
+                        help="pipeline folder or Hub repo id (default: the shipped MNIST pipeline, models/vqwae-mnist)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves other machines too")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args(argv)

@@ -9,17 +9,20 @@ digit, overall and per class. Unconditional samples: the share it classifies wit
 >= 0.9 (recognisable). --fid-n N adds the Inception FID of N unconditional samples against the
 first N MNIST test images (equal counts: small-sample FID reads high). Sampling settings left out are the pipeline's own defaults. The
 classifier (infra/metrics/digit_classifier.py) is trained once on the MNIST training split and cached; its
-test accuracy is printed with every result. Prints JSON.
+test accuracy is printed with every result. Prints JSON; `--out FILE` also writes it there as a
+results record, with the date and the command that measured it.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
-from infra.config import CommandLine, check_arguments, run_cli
+from infra.config import CommandLine, check_arguments, provenance, run_cli
+from infra.files import write_record
 from infra.metrics.digit_classifier import judge, load_classifier
 from pipelines.pipeline_vqwae import VQWAEPipeline
 
@@ -69,14 +72,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--top-k", type=int, default=None, help="default: the pipeline's; 0 = no top-k")
     parser.add_argument("--unconditional-mode", choices=["null_class", "classes"], default=None,
                         help="how a class-conditional prior draws unconditional samples (default: the pipeline's)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here, with the date and command")
     args = parser.parse_args(argv)
     check_arguments(args, at_least={"per_class": 0, "unconditional": 0, "fid_n": 0})
+    if args.out is not None and args.out.exists():  # refused before the work, not after it
+        raise FileExistsError(f"--out {args.out} exists: give another path or remove it (a results record is not overwritten)")
     sampling = {key: value for key, value in (("guidance_scale", args.guidance_scale),
                 ("temperature", args.temperature), ("top_k", args.top_k),
                 ("unconditional", args.unconditional_mode)) if value is not None}  # fmt: skip
     pipe = VQWAEPipeline.from_pretrained(args.pipeline)
     result = evaluate_samples(pipe, args.per_class, args.unconditional, args.fid_n, args.seed, **sampling)
     print(json.dumps(result, indent=2))
+    if args.out is not None:
+        write_record(args.out, provenance("pipelines.evaluation", argv) | {"pipeline": args.pipeline} | result)
     return result
 
 

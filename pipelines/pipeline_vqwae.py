@@ -14,6 +14,7 @@ pipeline_config.json's `sampling`; they load into the prior's generation config.
 
 from __future__ import annotations
 
+import copy
 import json
 import numbers
 import tempfile
@@ -74,7 +75,8 @@ class VQWAEPipeline:
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | Path, **hub_kwargs) -> VQWAEPipeline:
         """Load a folder (or a Hub repo, downloaded with snapshot_download) holding tokenizer/,
-        prior/ and pipeline_config.json; refuse a prior trained on another tokenizer."""
+        prior/ and pipeline_config.json; refuse a prior trained on another tokenizer. The prior
+        computes in float32 whatever its stored dtype (the shipped folder stores float16)."""
         folder = Path(path_or_repo_id)
         if not folder.is_dir():
             folder = Path(snapshot_download(str(path_or_repo_id), **hub_kwargs))
@@ -90,7 +92,7 @@ class VQWAEPipeline:
         for part in ("tokenizer", "prior"):
             check_saved_model(folder / part, part, fix)
         tokenizer = VQWAE.from_pretrained(folder / "tokenizer")
-        prior = AutoModelForCausalLM.from_pretrained(folder / "prior")
+        prior = AutoModelForCausalLM.from_pretrained(folder / "prior", dtype=torch.float32)
         expected = config.get("tokenizer_id")
         if not expected:
             raise ValueError(f"{folder / PIPELINE_CONFIG} records no tokenizer_id; {fix}")
@@ -101,17 +103,20 @@ class VQWAEPipeline:
             )
         return cls(tokenizer, prior, config)
 
-    def save_pretrained(self, folder: str | Path, recovery: str = "free space and save it again") -> Path:
+    def save_pretrained(self, folder: str | Path, recovery: str = "free space and save it again",
+                        prior_dtype: torch.dtype | None = None) -> Path:  # fmt: skip
         """The pipeline folder: tokenizer/ (VQWAE.save_pretrained), prior/ (the transformers model
         with its generation_config.json: the sampling defaults), pipeline_config.json (the
         tokenizer's identity and what the trainer recorded) and a model card, README.md. Written
         atomically: a failed write (a full disk) leaves an earlier folder as it was and is one
-        line naming the file and `recovery`."""
+        line naming the file and `recovery`. prior_dtype: store the prior's weights in this dtype
+        (torch.float16 halves them; from_pretrained computes in float32 all the same)."""
         config = {"pipeline": "VQWAEPipeline", "tokenizer_id": self.tokenizer_id, **self.config}
         card = {key: value for key, value in config.items() if key != "tokenizer_id"}
+        prior = self.prior if prior_dtype in (None, self.prior.dtype) else copy.deepcopy(self.prior).to(prior_dtype)
         with written_atomically(folder, f"the pipeline {folder}", recovery) as temporary:
             self.tokenizer.save_pretrained(temporary / "tokenizer")
-            self.prior.save_pretrained(temporary / "prior", safe_serialization=True)
+            prior.save_pretrained(temporary / "prior", safe_serialization=True)
             (temporary / PIPELINE_CONFIG).write_text(json.dumps(config, indent=2))
             pipeline_card({**card, "sampling_defaults": self.sampling_defaults}).save(temporary / "README.md")
         return Path(folder)

@@ -1,6 +1,7 @@
 """python -m pipelines.evaluation: the digit classifier's verdict on a pipeline's samples, equal to
 judging the same seeded samples by hand; bad input is one clear line."""
 
+import json
 import shutil
 
 import pytest
@@ -21,9 +22,15 @@ def cached_classifier(tmp_path, monkeypatch, small_digit_classifier):
 def test_the_verdict_is_the_classifiers_on_the_same_samples(tmp_path, cached_classifier, capsys):
     _, classifier, info = cached_classifier
     pipe = tiny_pipeline(tmp_path / "pipe", image_size=32)
+    record = tmp_path / "verdict.json"
     result = evaluation.main(["--pipeline", str(tmp_path / "pipe"), "--per-class", "3", "--unconditional", "12",
-                            "--temperature", "0.9"])  # fmt: skip
+                            "--temperature", "0.9", "--out", str(record)])  # fmt: skip
     assert '"recognisable"' in capsys.readouterr().out
+    written = json.loads(record.read_text())
+    assert written["command"].startswith("python -m pipelines.evaluation --pipeline") and written["pipeline"] == str(tmp_path / "pipe")
+    assert {key: written[key] for key in result} == json.loads(json.dumps(result))
+    with pytest.raises(FileExistsError, match="is not overwritten"):
+        evaluation.main(["--pipeline", str(tmp_path / "pipe"), "--out", str(record)])
     assert result["classifier_test_accuracy"] == info.test_accuracy
     labels = torch.arange(10).repeat_interleave(3)
     images = pipe(n=30, class_labels=labels, temperature=0.9, generator=torch.Generator().manual_seed(0),
