@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.published.book import BENCHMARKS, README, SUMMARY, load, spread, table
+from tests.published.book import BENCHMARKS, HISTORY, README, SUMMARY, load, spread, table
 
 COLOUR = {"VQ-WAE (ours)": "vq-wae", "FSQ": "fsq", "VQ-VAE (ours, same backbone)": "vq-vae",
           "VQ-EMA (k-means, dead-code expiry)": "vq-ema"}  # fmt: skip
@@ -52,7 +52,7 @@ def test_the_64px_pair_is_its_json():
     record = load("compare-photos-64px.json")
     assert record["steps"] == 1500 and record["seeds"] == [0] and record["split"] == "test"
     assert all("data.image_size=64" in variant for variant in record["variants"].values())
-    section = BENCHMARKS.split("| tokenizer, 64 px", 1)[1]
+    section = HISTORY.split("| tokenizer, 64 px", 1)[1]
     printed = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|").split("|")[1:]]
                for line in section.splitlines()[2:4]}  # fmt: skip
     for label, name in {"VQ-WAE (ours)": "vq-wae", "VQ-VAE (ours, same backbone)": "vq-vae"}.items():
@@ -61,16 +61,24 @@ def test_the_64px_pair_is_its_json():
                     f"{summary['rfid']['mean']:.2f}", f"{summary['perplexity']['mean']:.1f}",
                     f"{summary['codes_used']['mean']:.0f}", f"{cifar['psnr']['mean']:.2f} / {cifar['lpips']['mean']:.3f}"]  # fmt: skip
         assert printed[label] == expected, label
+    wae, vae = record["summary"]["vq-wae"], record["summary"]["vq-vae"]
+    assert (f"beats VQ-VAE on every measure ({wae['psnr']['mean']:.2f} against {vae['psnr']['mean']:.2f} dB, LPIPS "
+            f"{wae['lpips']['mean']:.3f} against {vae['lpips']['mean']:.3f}) with {wae['codes_used']['mean']:.0f} codes in use"
+            ) in " ".join(BENCHMARKS.split())  # fmt: skip
 
 
 def test_the_colour_relaxation_check_is_its_json():
     record = load("photos-relax16-validation.json")
     assert record["split"] == "validation" and record["seeds"] == [0] and record["steps"] == 1500
     assert record["variants"]["vq-wae-relax16"][-1] == "model.transport.code_relaxation=16"
-    section = BENCHMARKS.split("| 32 px, validation", 1)[1]
+    section = HISTORY.split("| 32 px, validation", 1)[1]
     rows = [[cell.strip() for cell in line.strip("|").split("|")[1:]] for line in section.splitlines()[2:4]]
     for row, name in zip(rows, ["vq-wae", "vq-wae-relax16"]):
         summary, cifar = record["summary"][name], record["cifar_summary"][name]
         assert row == [f"{summary['psnr']['mean']:.2f}", f"{summary['ssim']['mean']:.3f}",
                        f"{summary['perplexity']['mean']:.1f}", f"{summary['codes_used']['mean']:.0f}",
                        f"{cifar['psnr']['mean']:.2f}"], name  # fmt: skip
+    one, sixteen = record["summary"]["vq-wae"], record["summary"]["vq-wae-relax16"]
+    assert (f"uses all {sixteen['codes_used']['mean']:.0f} codes (perplexity {sixteen['perplexity']['mean']:.1f} against "
+            f"{one['perplexity']['mean']:.1f}) for {one['psnr']['mean'] - sixteen['psnr']['mean']:.2f} dB"
+            ) in " ".join(BENCHMARKS.split())  # fmt: skip
