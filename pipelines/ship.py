@@ -42,8 +42,11 @@ def headline(record: dict) -> dict:
     verdict on samples) or benchmarks.generation_fid (gFID at its largest count)."""
     command = record.get("command", "")
     if "tokenizer.evaluation" in command:
-        keys = ("split", "num_images", "psnr", "ssim", "perplexity", "codes_used", "rfid", "rfid_n", "lpips")
-        return {key: record[key] for key in keys if record.get(key) is not None}
+        keys = ("split", "num_images", "psnr", "ssim", "perplexity", "codes_used", "lpips")
+        values = {key: record[key] for key in keys if record.get(key) is not None}
+        if "rfid" in record:
+            values |= {"rfid": record["rfid"]["fid"], "rfid_images": record["rfid"]["n"]}
+        return values
     if "pipelines.evaluation" in command:
         values = {"classifier_test_accuracy": record["classifier_test_accuracy"]}
         if "class_conditional" in record:

@@ -58,3 +58,28 @@ def small_digit_classifier(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("digit-classifier")
     return folder, *load_classifier(folder, epochs=2, train_images=6000, progress=False)
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """huggingface_hub.HfApi replaced by one that copies each upload to `.folder / repo_id` and
+    lists the repos it created in `.created`; a token is set, the network never touched."""
+    import shutil
+    from types import SimpleNamespace
+
+    import huggingface_hub
+
+    hub = tmp_path / "hub"
+    created = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, exist_ok=False):
+            created.append(repo_id)
+
+        def upload_folder(self, repo_id, folder_path, commit_message=""):
+            shutil.copytree(folder_path, hub / repo_id)
+            return type("Info", (), {"commit_url": f"https://hf.co/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")  # pushing needs a token; the fake API never sends it
+    return SimpleNamespace(folder=hub, created=created)

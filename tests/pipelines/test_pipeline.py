@@ -117,20 +117,9 @@ def test_class_conditional_call_and_bad_output_type(pipeline_dir):
         pipe(n=2, output_type="jpg")
 
 
-def test_push_to_hub_uploads_a_loadable_pipeline(pipeline_dir, tmp_path, monkeypatch):
-    import huggingface_hub
-
-    class FakeApi:
-        def create_repo(self, repo_id, exist_ok=False):
-            pass
-
-        def upload_folder(self, repo_id, folder_path, commit_message=""):
-            shutil.copytree(folder_path, tmp_path / "hub" / repo_id)
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")  # pushing needs a token; the fake API never sends it
+def test_push_to_hub_uploads_a_loadable_pipeline(pipeline_dir, fake_hub):
     VQWAEPipeline.from_pretrained(pipeline_dir).push_to_hub("me/pipe")
-    assert VQWAEPipeline.from_pretrained(tmp_path / "hub" / "me/pipe").codebook_size == 32
+    assert VQWAEPipeline.from_pretrained(fake_hub.folder / "me/pipe").codebook_size == 32
 
 
 def test_sample_cli_writes_a_grid(pipeline_dir, tmp_path):

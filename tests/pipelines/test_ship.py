@@ -3,7 +3,6 @@ results from records in the card, a second ship bit-identical, the size limit, t
 
 import copy
 import json
-import shutil
 
 import pytest
 import torch
@@ -17,7 +16,8 @@ from tests.readme_fixtures import tiny_pipeline
 TOKENIZER_RECORD = {"date": "2026-12-03", "what": "the tokenizer on the test split",
                     "command": "python -m tokenizer.evaluation --tokenizer T --split test --out R.json",
                     "psnr": 35.4446, "ssim": 0.9936, "perplexity": 456.0, "codes_used": 512, "num_images": 10000,
-                    "split": "test", "mse": 0.0003}  # fmt: skip
+                    "split": "test", "mse": 0.0003,
+                    "rfid": {"fid": 3.5, "n": 1000, "reference": "mnist:test", "reference_n": 1000, "extractor": "x"}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,9 @@ def test_results_come_from_the_records_with_their_commands_and_a_second_ship_kee
     out = ship(trained, tmp_path / "shipped", records=[record], made_by=made_by)
     config = json.loads((out / "pipeline_config.json").read_text())
     [result] = config["results"]
-    assert result["values"] == {key: TOKENIZER_RECORD[key] for key in
-                                ("split", "num_images", "psnr", "ssim", "perplexity", "codes_used")}  # fmt: skip
+    assert result["values"] == {**{key: TOKENIZER_RECORD[key] for key in
+                                   ("split", "num_images", "psnr", "ssim", "perplexity", "codes_used")},
+                                "rfid": 3.5, "rfid_images": 1000}  # fmt: skip
     assert result["command"] == TOKENIZER_RECORD["command"] and config["made_by"] == made_by
     card = ModelCard.load(out / "README.md").text
     assert "psnr 35.44" in card and TOKENIZER_RECORD["command"] in card and made_by[0] in card
@@ -94,21 +95,10 @@ def test_a_folder_over_the_size_limit_is_refused_and_not_written(trained, tmp_pa
     assert size > 0.01 and not (tmp_path / "big").exists()
 
 
-def test_push_uploads_the_shipped_folder_unchanged(trained, tmp_path, monkeypatch):
-    import huggingface_hub
-
-    class FakeApi:
-        def create_repo(self, repo_id, exist_ok=False):
-            pass
-
-        def upload_folder(self, repo_id, folder_path, commit_message=""):
-            shutil.copytree(folder_path, tmp_path / "hub" / repo_id)
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")  # pushing needs a token; the fake API never sends it
+def test_push_uploads_the_shipped_folder_unchanged(trained, tmp_path, fake_hub):
     out = ship(trained, tmp_path / "shipped")
     main(["--push", str(out), "--repo-id", "me/vqwae-mnist"])
-    uploaded = tmp_path / "hub" / "me/vqwae-mnist"
+    uploaded = fake_hub.folder / "me/vqwae-mnist"
     for path in out.rglob("*"):
         if path.is_file():
             assert (uploaded / path.relative_to(out)).read_bytes() == path.read_bytes(), path

@@ -74,27 +74,10 @@ def test_two_processes_solve_ot_on_the_global_batch(tmp_path):
     assert (tmp_path / "two" / "checkpoints" / "step_00000002" / "random_states_1.pkl").is_file()
 
 
-def test_push_to_hub_uploads_a_loadable_folder(train, tmp_path, monkeypatch):
-    import huggingface_hub
-
-    hub = tmp_path / "hub"
-    calls = {}
-
-    class FakeApi:
-        def create_repo(self, repo_id, exist_ok=False):
-            calls["repo"] = repo_id
-
-        def upload_folder(self, repo_id, folder_path, commit_message=""):
-            import shutil
-
-            shutil.copytree(folder_path, hub / repo_id)
-            return type("Info", (), {"commit_url": f"https://hf.co/{repo_id}/commit/1"})()
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")  # pushing needs a token; the fake API never sends it
+def test_push_to_hub_uploads_a_loadable_folder(train, tmp_path, fake_hub):
     train(f"output_dir={tmp_path / 'run'}", "max_steps=2", "push_to_hub=true", "hub_repo_id=me/tiny")
-    assert calls["repo"] == "me/tiny"
-    loaded = VQWAE.from_pretrained(hub / "me/tiny")
+    assert fake_hub.created == ["me/tiny"]
+    loaded = VQWAE.from_pretrained(fake_hub.folder / "me/tiny")
     assert loaded.config.codebook_size == 32
 
 
