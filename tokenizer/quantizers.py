@@ -266,7 +266,9 @@ class WassersteinQuantizer(_Quantizer):
             # The assignment plan is one-hot: its cost is the mean ||z_n - c_cell(n)||^2 of each
             # problem, differentiated through those pairs only (no dense (N, K) backward). The
             # envelope gradient of the cost in pi is the code potential g, as for the other plans.
-            codewords = self.codebook[result.cells].float()  # (P, N, D)
+            # F.embedding, not codebook[cells]: its backward sums each code's rows in a fixed order on
+            # CPU (indexing's backward, index_put_ with accumulate, does not across threads).
+            codewords = F.embedding(result.cells, self.codebook).float()  # (P, N, D)
             if config.encoder_target == "cell":
                 cost_per_problem = (problems - codewords).pow(2).sum(-1).mean(-1)
             else:
