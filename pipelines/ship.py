@@ -8,8 +8,8 @@ The first writes the pipeline folder with the prior's weights stored in float16 
 computes in float32: float16 -> float32 is exact, so the folder samples what its records
 measured), and puts each record's headline numbers, with the command that measured them, into
 pipeline_config.json's `results` and the model cards; `--made-by` names the training commands.
-Shipping the shipped folder again (--pipeline = --out) rewrites only the results: the weights
-come back bit for bit. A folder over --max-mb (20 MB, what a git repository should carry) is
+Shipping the shipped folder again (--pipeline = --out) rewrites only the results and commands
+given (others stay): the weights come back bit for bit. A folder over --max-mb (20 MB, what a git repository should carry) is
 refused before anything is written. The second checks the folder loads (files intact, the prior's tokenizer), then uploads
 it as it is to the Hub repo (a token from `hf auth login` or HF_TOKEN).
 """
@@ -75,7 +75,8 @@ def ship(pipeline: str | Path, out: str | Path, records: list[str | Path] = (), 
         record = read_json(Path(path), "give a results record written by one of the commands the card shows")
         results.append({"what": record.get("what", Path(path).stem), "date": record.get("date"),
                         "values": headline(record), "command": record.get("command"), "record": Path(path).name})  # fmt: skip
-    pipe.config["results"] = results
+    if records:  # else the folder's own results and commands stay
+        pipe.config["results"] = results
     if made_by:
         pipe.config["made_by"] = list(made_by)
     with tempfile.TemporaryDirectory() as trial:  # measured before anything is written to `out`
