@@ -31,26 +31,37 @@ def _results(task: str, dataset: str | None, split: str, metrics: dict[str, floa
     ]  # fmt: skip
 
 
-def tokenizer_card(config: dict, metrics: dict, name: str = "vq-wae-tokenizer") -> ModelCard:
-    """Card of a trained tokenizer: config is the run's (to_dict), metrics its validation ones."""
+def tokenizer_card(config: dict, metrics: dict, name: str = "vq-wae-tokenizer", split: str = "validation",
+                   results: list[dict] = (), made_by: list[str] = ()) -> ModelCard:  # fmt: skip
+    """Card of a trained tokenizer: config is the run's (to_dict; a shipped tokenizer's card may
+    give only data.source), metrics its scores on `split`; results and made_by as in a pipeline's
+    card (records with their commands, the training commands)."""
     source = config["data"]["source"]
     dataset = hub_dataset(source)
     data = ModelCardData(
         library_name="vqwae", model_name=name, license="apache-2.0",
         tags=["vq-wae", "image-tokenizer", "vector-quantization", "optimal-transport"],
         datasets=[dataset] if dataset else None, metrics=["psnr", "ssim", "perplexity"],
-        eval_results=_results("image-to-image", dataset, "validation",
+        eval_results=_results("image-to-image", dataset, split,
                               {key: metrics[key] for key in ("psnr", "ssim", "perplexity") if key in metrics}),
     )  # fmt: skip
+    steps = f" for {config['max_steps']} steps" if "max_steps" in config else ""
     body = (
-        f"# {name}\n\nA VQ-WAE image tokenizer: {PAPER}. Trained on `{source}` for "
-        f"{config['max_steps']} steps.\n\n```python\nfrom tokenizer import VQWAE\n\n"
+        f"# {name}\n\nA VQ-WAE image tokenizer: {PAPER}. Trained on `{source}`{steps}.\n\n"
+        "```python\nfrom tokenizer import VQWAE\n\n"
         "tokenizer = VQWAE.from_pretrained(PATH_OR_REPO_ID)\ncodes = tokenizer.encode(images)  # images (B, C, H, W) "
         "in [0, 1]\nreconstruction = tokenizer.decode(codes)\n```\n\n"
-        f"## Validation metrics\n\n```json\n{json.dumps(metrics, indent=2)}\n```\n\n"
-        f"## Training config\n\n```yaml\n{yaml.safe_dump(config, sort_keys=False)}```\n"
+        f"## {split.capitalize()} metrics\n\n```json\n{json.dumps(metrics, indent=2)}\n```\n\n"
+        + _measured(results, made_by)
+        + (f"## Training config\n\n```yaml\n{yaml.safe_dump(config, sort_keys=False)}```\n" if steps else "")
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def _measured(results: list[dict], made_by: list[str]) -> str:
+    """A card's Results (a row per record) and Made by (the commands) sections, where given."""
+    return ((f"## Results\n\n{results_table(results)}\n" if results else "")
+            + (f"## Made by\n\n```bash\n{chr(10).join(made_by)}\n```\n\n" if made_by else ""))  # fmt: skip
 
 
 def pipeline_card(extra: dict, name: str = "vq-wae-pipeline") -> ModelCard:
@@ -72,8 +83,7 @@ def pipeline_card(extra: dict, name: str = "vq-wae-pipeline") -> ModelCard:
         "causal LM prior over its codes.\n\n```python\nimport torch\nfrom pipelines import VQWAEPipeline\n\n"
         "pipe = VQWAEPipeline.from_pretrained(PATH_OR_REPO_ID)\n"
         f"images = pipe(n=16{labels}, generator=torch.Generator().manual_seed(0)).images\n```\n\n"
-        + (f"## Results\n\n{results_table(extra['results'])}\n" if extra.get("results") else "")
-        + (f"## Made by\n\n```bash\n{chr(10).join(extra['made_by'])}\n```\n\n" if extra.get("made_by") else "")
+        + _measured(extra.get("results", []), extra.get("made_by", []))
         + f"## Pipeline config\n\n```json\n{json.dumps(settings, indent=2)}\n```\n"
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from infra.checkpointing import push_folder
+from infra.cards import tokenizer_card
 from infra.config import CommandLine, run_cli
-from infra.files import read_json
+from infra.files import read_json, written_atomically
 
 from .pipeline_vqwae import VQWAEPipeline
 
@@ -85,6 +86,14 @@ def ship(pipeline: str | Path, out: str | Path, records: list[str | Path] = (), 
         raise ValueError(f"the shipped folder would hold {size:.1f} MB, over the {max_mb:g} MB a shipped folder may "
                          f"hold; {out} is left as it was. Ship a smaller prior or raise --max-mb")  # fmt: skip
     pipe.save_pretrained(out, prior_dtype=torch.float16)
+    # The tokenizer's own card: its reconstruction records and the command that trained it.
+    tokenizer_results = [result for result in pipe.config.get("results", []) if "psnr" in result["values"]]
+    metrics = tokenizer_results[-1]["values"] if tokenizer_results else {}
+    card = tokenizer_card({"data": {"source": pipe.config.get("data_source", "mnist")}}, metrics, split=metrics.get("split", "test"),
+                          results=tokenizer_results, made_by=[command for command in pipe.config.get("made_by", [])
+                                                              if "tokenizer/train.py" in command])  # fmt: skip
+    with written_atomically(Path(out) / "tokenizer" / "README.md", "the tokenizer's card", "ship the folder again") as file:
+        card.save(file)
     print(f"shipped {out}: {size:.1f} MB; load it with VQWAEPipeline.from_pretrained({str(out)!r})")
     return Path(out)
 

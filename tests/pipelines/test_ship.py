@@ -55,7 +55,8 @@ def test_the_shipped_prior_is_float16_on_disk_and_samples_what_the_rounded_weigh
 def test_results_come_from_the_records_with_their_commands_and_a_second_ship_keeps_the_weights(trained, tmp_path):
     record = tmp_path / "tokenizer-test.json"
     record.write_text(json.dumps(TOKENIZER_RECORD))
-    made_by = ["accelerate launch tokenizer/train.py --config configs/tokenizer/mnist.yaml max_steps=15625"]
+    made_by = ["accelerate launch tokenizer/train.py --config configs/tokenizer/mnist.yaml max_steps=15625",
+               "accelerate launch prior/train.py --config configs/prior/mnist.yaml tokenizer=T"]
     out = ship(trained, tmp_path / "shipped", records=[record], made_by=made_by)
     config = json.loads((out / "pipeline_config.json").read_text())
     [result] = config["results"]
@@ -65,6 +66,12 @@ def test_results_come_from_the_records_with_their_commands_and_a_second_ship_kee
     assert result["command"] == TOKENIZER_RECORD["command"] and config["made_by"] == made_by
     card = ModelCard.load(out / "README.md").text
     assert "psnr 35.44" in card and TOKENIZER_RECORD["command"] in card and made_by[0] in card
+    # The tokenizer's own card: its record and its training command, not the prior's.
+    tokenizer_card = ModelCard.load(out / "tokenizer" / "README.md")
+    assert TOKENIZER_RECORD["command"] in tokenizer_card.text and made_by[0] in tokenizer_card.text
+    assert made_by[1] not in tokenizer_card.text
+    [result] = tokenizer_card.data.eval_results[:1]
+    assert (result.dataset_split, result.metric_type, result.metric_value) == ("test", "psnr", 35.4446)
     weights = (out / "prior" / "model.safetensors").read_bytes()
     ship(out, out)  # the shipped folder shipped again, in place: its results and commands stay
     assert (out / "prior" / "model.safetensors").read_bytes() == weights
