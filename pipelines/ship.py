@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from infra.checkpointing import push_folder
 from infra.cards import tokenizer_card
+from infra.checkpointing import push_folder
 from infra.config import CommandLine, run_cli
 from infra.files import read_json, written_atomically
 
