@@ -27,6 +27,9 @@ def tiny_pipeline(folder: Path, seed: int = 0, codebook_size: int = 32, image_si
 
 
 def prepare_readme_files(folder: Path) -> None:
-    """The quickstart's pipeline folder, as `make quickstart` leaves it (untrained, tiny networks,
-    but the quickstart's sizes: 32 x 32 images, K = 512 codes on an 8 x 8 grid, 10 classes)."""
+    """The files the snippets name, as a user in the repository root has them: the shipped
+    pipeline (models/, linked) and the quickstart's pipeline folder as `make quickstart` leaves it
+    (untrained, tiny networks, but the quickstart's sizes: 32 x 32 images, K = 512 codes on an 8 x 8
+    grid, 10 classes)."""
+    (folder / "models").symlink_to(Path(__file__).resolve().parent.parent / "models", target_is_directory=True)
     tiny_pipeline(folder / "outputs" / "quickstart" / "prior" / "pipeline", codebook_size=512, image_size=32)

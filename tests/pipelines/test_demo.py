@@ -1,6 +1,7 @@
 """The Gradio demo: its logic directly, and the app driven in a real headless Chromium."""
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -232,3 +233,23 @@ def test_corrupt_upload_is_a_message_in_the_page(browser, tmp_path):
     driver.find_element(By.CSS_SELECTOR, "#upload input[type='file']").send_keys(str(corrupt))
     message = wait_for_text(driver, "tokenize-status", "is not an image")
     assert "corrupt.png" in message and "Traceback" not in driver.page_source
+
+
+def test_without_a_pipeline_the_demo_opens_on_the_shipped_one(monkeypatch):
+    from pipelines import demo
+    from pipelines.ship import SHIPPED
+
+    opened = {}
+
+    class App:
+        def launch(self, **options):
+            opened["options"] = options
+
+    def build_app(pipe):
+        opened["pipe"] = pipe
+        return App()
+
+    monkeypatch.setattr(demo, "build_app", build_app)
+    demo.main([])
+    shipped = json.loads((SHIPPED / "pipeline_config.json").read_text())
+    assert opened["pipe"].tokenizer_id == shipped["tokenizer_id"] and opened["options"]["server_name"] == "127.0.0.1"
