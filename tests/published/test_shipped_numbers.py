@@ -58,3 +58,14 @@ def test_section_9_prints_the_records_and_the_folder():
     assert f"at guidance 1.5: {guided['accuracy']:.1%} of class-conditional samples the asked digit, worst class {guided['worst_class']:.0%}" in text
     for command in config["made_by"]:
         assert command.split("  #")[0] in SECTION.replace("\n", " ") or command.split("  #")[0] in SECTION
+
+
+def test_the_gfid_sentence_is_its_record():
+    record = load("shipped-mnist-gfid-unconditional.json")
+    assert record["pipeline"] == "models/vqwae-mnist" and record["n"] == record["reference_n"] == 10000
+    assert record["sampling"]["mode"] == "plain" and record["command"].startswith("python -m benchmarks.generation_fid")
+    fid = record["settings"]["unconditional"]["fid"]
+    before = load("gfid-mnist-10ep-floor-cpu-2026-11-30.json")["gfid"]["settings"]["unconditional"]["fid"]["10000"]
+    text = " ".join(SECTION.replace("**", "").split())
+    assert (f"unconditional {fid['10000']:.2f} ({fid['1000']:.2f} at 1,000 samples); the same recipe on section 4's "
+            f"tokenizer scored {before:.2f}") in text  # fmt: skip
