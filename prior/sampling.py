@@ -223,14 +223,16 @@ def sample_codes(
             warpers.append(TopKLogitsWarper(top_k))
         if top_p is not None and top_p < 1.0:
             warpers.append(TopPLogitsWarper(top_p))
-    # What generate itself does: the length, the cache, classifier-free guidance (every field set,
-    # so nothing is filled in from the prior's saved sampling defaults).
+    # What generate itself does: the length, the cache, classifier-free guidance. Greedy decoding
+    # applies no temperature, top-k or top-p (they are the warpers above); they are set to
+    # transformers' own defaults so that generate neither fills in the prior's saved sampling
+    # defaults nor logs them as "generation flags not valid" for greedy decoding.
     decoding = GenerationConfig(
         max_new_tokens=vocabulary.sequence_length,
         min_new_tokens=vocabulary.sequence_length,
         do_sample=False,  # greedy over Gumbel-perturbed scores = sampling (PerSampleGumbel)
         temperature=1.0,
-        top_k=0,
+        top_k=50,
         top_p=1.0,
         guidance_scale=guidance_scale,
         use_cache=settings.use_cache is not False,

@@ -86,6 +86,21 @@ def test_samples_are_codes_and_seeded():
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
+def test_sampling_gives_transformers_nothing_to_flag(monkeypatch):
+    """generate validates its config and logs flags that greedy decoding would ignore ("generation
+    flags are not valid") once per process; made strict here, any such flag fails, with sampling
+    defaults saved in the prior's generation_config as a trained pipeline saves them."""
+    from transformers import GenerationConfig
+
+    validate = GenerationConfig.validate
+    monkeypatch.setattr(GenerationConfig, "validate", lambda self, strict=False, **kwargs: validate(self, True, **kwargs))
+    prior = tiny_prior(num_classes=10)
+    prior.generation_config.update(do_sample=True, temperature=0.8, top_k=16, top_p=0.9)
+    for settings in ({}, dict(temperature=0.7, top_k=8, top_p=0.95, guidance_scale=1.5)):
+        codes = sample(prior, 2, class_labels=[1, 2], generator=torch.Generator().manual_seed(0), **settings)
+        assert codes.shape == (2, 4, 4)
+
+
 def test_class_labels_change_samples_and_guidance_runs():
     prior = tiny_prior(num_classes=10)
     with torch.no_grad():
