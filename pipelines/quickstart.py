@@ -34,7 +34,7 @@ from pipelines.pipeline_vqwae import VQWAEPipeline
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# A small prior so the whole job fits in 10 minutes on 2 CPU cores, chosen with
+# A small prior so the whole job fits in 10-15 minutes on 2 CPU cores (10.0 on the day it was chosen), chosen with
 # `python -m benchmarks.prior_recipe --judge-per-class 50` on the quickstart tokenizer's codes
 # (docs/history.md, "How the quickstart's prior and sampling defaults were chosen"): 4 layers x 128,
 # batch 32, lr 1e-3, fp32, 1500 steps (4.5 minutes) gave

@@ -5,6 +5,7 @@ in BENCHMARKS.md's sections, saying so."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -103,15 +104,22 @@ def generation() -> dict[str, str]:
 
 
 def quickstart() -> dict[str, str]:
-    record = load("quickstart-fresh-clone-6763950.json")
-    digits = record["summary"]["digits"]
+    """The fresh-clone quickstart runs of one commit: their minutes, the install, and the judged
+    figures, which every run shares (the record's runs trained the same weights bit for bit)."""
+    record = load("quickstart-fresh-clones-ecc84b6.json")
+    runs = record["runs"]
+    assert len(runs) >= 2 and len({json.dumps(run["weights_sha256"], sort_keys=True) for run in runs}) == 1
+    assert len({json.dumps(run["summary"]["digits"], sort_keys=True) for run in runs}) == 1
+    summary = runs[0]["summary"]
+    digits = summary["digits"]
+    minutes = sorted(run["summary"]["minutes"] for run in runs)
     return {
-        "minutes": f"{record['summary']['minutes']:.1f}",
-        "install": f"{record['install_seconds'] / 60:.1f}",
+        "minutes": " and ".join(f"{minute:.1f}" for minute in minutes),
+        "install": f"{max(run['install_seconds'] for run in runs) / 60:.1f}",
         "accuracy": f"{100 * digits['class_conditional']['accuracy']:.1f}%",
         "worst": f"{100 * digits['class_conditional']['worst_class']:.0f}%",
         "recognisable": f"{100 * digits['unconditional']['recognisable']:.1f}%",
-        "fid": f"{record['summary']['fid']['fid']:.1f}",
+        "fid": f"{summary['fid']['fid']:.1f}",
     }
 
 
@@ -193,7 +201,7 @@ def test_the_generation_table_is_its_json():
 def test_the_quickstart_paragraph_is_its_json():
     numbers = quickstart()
     text = " ".join(README.split())
-    assert f"({numbers['minutes']} minutes after a {numbers['install']}-minute install" in text
+    assert f"took {numbers['minutes']} minutes after an install of at most {numbers['install']}" in text
     assert f"{numbers['accuracy']} of class-conditional samples are read as the asked digit (worst class {numbers['worst']})" in text.replace("**", "")
     assert f"{numbers['recognisable']} of unconditional samples are recognisable, gFID {numbers['fid']} on 500" in text.replace("**", "")
 
