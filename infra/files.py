@@ -111,7 +111,8 @@ def _remove(path: Path) -> None:
 def cleaned_on_failure(temporary: str | Path, what: str, recovery: str) -> Iterator[Path]:
     """Write `what` into `temporary` (a file or folder) inside the block. If writing fails, the
     temporary is removed and one `WriteFailedError` line names the file being written, the error,
-    the free space and `recovery` (how to go on)."""
+    the free space and `recovery` (how to go on). Any other error (a refusal, an interrupt) also
+    removes the temporary, and goes on as it was."""
     temporary = Path(temporary)
     try:
         yield temporary
@@ -120,6 +121,9 @@ def cleaned_on_failure(temporary: str | Path, what: str, recovery: str) -> Itera
         failure = write_failed(Path(filename) if filename else _newest_file(temporary) or temporary, error, what, recovery)
         _remove(temporary)
         raise failure from None
+    except BaseException:
+        _remove(temporary)
+        raise
 
 
 def write_failed(file: Path, error: Exception, what: str, recovery: str) -> WriteFailedError:

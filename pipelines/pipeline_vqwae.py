@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 
-from infra.cards import pipeline_card
+from infra.cards import pipeline_card, tokenizer_card
 from infra.checkpointing import push_folder
 from infra.files import check_saved_model, read_json, written_atomically
 from infra.metrics.fid_score import FIDResult, compute_fid
@@ -37,6 +37,10 @@ from prior.sampling import sample_codes, sampling_config, saved_sampling, settin
 from tokenizer.model import VQWAE
 
 PIPELINE_CONFIG = "pipeline_config.json"
+
+
+class FolderTooLargeError(ValueError):
+    """A pipeline folder larger than save_pretrained's max_mb (nothing was written)."""
 
 
 @dataclass
@@ -104,22 +108,41 @@ class VQWAEPipeline:
         return cls(tokenizer, prior, config)
 
     def save_pretrained(self, folder: str | Path, recovery: str = "free space and save it again",
-                        prior_dtype: torch.dtype | None = None) -> Path:  # fmt: skip
+                        prior_dtype: torch.dtype | None = None, max_mb: float | None = None) -> Path:  # fmt: skip
         """The pipeline folder: tokenizer/ (VQWAE.save_pretrained), prior/ (the transformers model
         with its generation_config.json: the sampling defaults), pipeline_config.json (the
-        tokenizer's identity and what the trainer recorded) and a model card, README.md. Written
-        atomically: a failed write (a full disk) leaves an earlier folder as it was and is one
-        line naming the file and `recovery`. prior_dtype: store the prior's weights in this dtype
-        (torch.float16 halves them; from_pretrained computes in float32 all the same)."""
+        tokenizer's identity and what the trainer recorded) and a model card, README.md; where the
+        config carries results records (a shipped pipeline), the tokenizer's own card shows its
+        reconstruction records and the command that trained it. Written atomically: a failed write
+        (a full disk) leaves an earlier folder as it was and is one line naming the file and
+        `recovery`. prior_dtype: store the prior's weights in this dtype (torch.float16 halves them;
+        from_pretrained computes in float32 all the same). max_mb: a folder that would be larger is
+        refused (FolderTooLargeError) and an earlier folder stays as it was."""
         config = {"pipeline": "VQWAEPipeline", "tokenizer_id": self.tokenizer_id, **self.config}
         card = {key: value for key, value in config.items() if key != "tokenizer_id"}
         prior = self.prior if prior_dtype in (None, self.prior.dtype) else copy.deepcopy(self.prior).to(prior_dtype)
         with written_atomically(folder, f"the pipeline {folder}", recovery) as temporary:
             self.tokenizer.save_pretrained(temporary / "tokenizer")
+            if "results" in config:
+                self._tokenizer_card().save(temporary / "tokenizer" / "README.md")
             prior.save_pretrained(temporary / "prior", safe_serialization=True)
             (temporary / PIPELINE_CONFIG).write_text(json.dumps(config, indent=2))
             pipeline_card({**card, "sampling_defaults": self.sampling_defaults}).save(temporary / "README.md")
+            size = sum(file.stat().st_size for file in temporary.rglob("*") if file.is_file()) / 2**20
+            if max_mb is not None and size > max_mb:
+                raise FolderTooLargeError(f"the pipeline folder would hold {size:.1f} MB, over the {max_mb:g} MB "
+                                          f"allowed; {folder} is left as it was. Store the prior in float16 "
+                                          "(prior_dtype) or allow more (max_mb)")  # fmt: skip
         return Path(folder)
+
+    def _tokenizer_card(self):
+        """The tokenizer's card in a shipped folder: its reconstruction records (those with a PSNR)
+        and the training commands of the tokenizer stage."""
+        results = [result for result in self.config["results"] if "psnr" in result["values"]]
+        metrics = results[-1]["values"] if results else {}
+        trained_by = [command for command in self.config.get("made_by", []) if "tokenizer/train.py" in command]
+        return tokenizer_card({"data": {"source": self.config.get("data_source", "mnist")}}, metrics,
+                              split=metrics.get("split", "test"), results=results, made_by=trained_by)  # fmt: skip
 
     def push_to_hub(self, repo_id: str) -> str:
         """Save to a temporary folder and upload it as the Hub repo `repo_id`."""

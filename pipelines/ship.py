@@ -16,17 +16,15 @@ it as it is to the Hub repo (a token from `hf auth login` or HF_TOKEN).
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import torch
 
-from infra.cards import tokenizer_card
 from infra.checkpointing import push_folder
 from infra.config import CommandLine, run_cli
-from infra.files import read_json, written_atomically
+from infra.files import read_json
 
-from .pipeline_vqwae import VQWAEPipeline
+from .pipeline_vqwae import FolderTooLargeError, VQWAEPipeline
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "vqwae-mnist"
 MAX_MB = 20.0
@@ -80,20 +78,13 @@ def ship(pipeline: str | Path, out: str | Path, records: list[str | Path] = (), 
         pipe.config["results"] = results
     if made_by:
         pipe.config["made_by"] = list(made_by)
-    with tempfile.TemporaryDirectory() as trial:  # measured before anything is written to `out`
-        size = folder_megabytes(pipe.save_pretrained(Path(trial) / "pipeline", prior_dtype=torch.float16))
-    if size > max_mb:
-        raise ValueError(f"the shipped folder would hold {size:.1f} MB, over the {max_mb:g} MB a shipped folder may "
-                         f"hold; {out} is left as it was. Ship a smaller prior or raise --max-mb")  # fmt: skip
-    pipe.save_pretrained(out, prior_dtype=torch.float16)
-    # The tokenizer's own card: its reconstruction records and the command that trained it.
-    tokenizer_results = [result for result in pipe.config.get("results", []) if "psnr" in result["values"]]
-    metrics = tokenizer_results[-1]["values"] if tokenizer_results else {}
-    card = tokenizer_card({"data": {"source": pipe.config.get("data_source", "mnist")}}, metrics, split=metrics.get("split", "test"),
-                          results=tokenizer_results, made_by=[command for command in pipe.config.get("made_by", [])
-                                                              if "tokenizer/train.py" in command])  # fmt: skip
-    with written_atomically(Path(out) / "tokenizer" / "README.md", "the tokenizer's card", "ship the folder again") as file:
-        card.save(file)
+    try:
+        pipe.save_pretrained(out, prior_dtype=torch.float16, max_mb=max_mb)
+    except FolderTooLargeError as error:
+        size = str(error).split(",")[0]
+        raise FolderTooLargeError(f"{size}, over the {max_mb:g} MB a shipped folder may hold; {out} is left as it "
+                                  "was. Ship a smaller prior or raise --max-mb") from None  # fmt: skip
+    size = folder_megabytes(out)
     print(f"shipped {out}: {size:.1f} MB; load it with VQWAEPipeline.from_pretrained({str(out)!r})")
     return Path(out)
 

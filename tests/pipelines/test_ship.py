@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard
 from safetensors import safe_open
 
 from pipelines import VQWAEPipeline
+from pipelines.pipeline_vqwae import FolderTooLargeError
 from pipelines.ship import folder_megabytes, headline, main, ship
 from tests.readme_fixtures import tiny_pipeline
 
@@ -76,6 +77,9 @@ def test_results_come_from_the_records_with_their_commands_and_a_second_ship_kee
     ship(out, out)  # the shipped folder shipped again, in place: its results and commands stay
     assert (out / "prior" / "model.safetensors").read_bytes() == weights
     assert json.loads((out / "pipeline_config.json").read_text()) == config
+    # The pipeline writes its tokenizer's card itself: a shipped folder loaded and saved keeps it.
+    again = VQWAEPipeline.from_pretrained(out).save_pretrained(tmp_path / "saved-again")
+    assert (again / "tokenizer" / "README.md").read_text() == (out / "tokenizer" / "README.md").read_text()
 
 
 def test_headline_reads_the_three_record_kinds_and_refuses_others():
@@ -97,9 +101,16 @@ def test_headline_reads_the_three_record_kinds_and_refuses_others():
 
 def test_a_folder_over_the_size_limit_is_refused_and_not_written(trained, tmp_path):
     size = folder_megabytes(trained)
-    with pytest.raises(ValueError, match=r"over the 0.01 MB a shipped folder may hold"):
+    with pytest.raises(FolderTooLargeError, match=r"over the 0.01 MB a shipped folder may hold.*--max-mb"):
         ship(trained, tmp_path / "big", max_mb=0.01)
     assert size > 0.01 and not (tmp_path / "big").exists()
+    # An earlier folder stays as it was, and no half-written temporary is left beside it.
+    kept = ship(trained, tmp_path / "kept")
+    before = {file: file.read_bytes() for file in kept.rglob("*") if file.is_file()}
+    with pytest.raises(FolderTooLargeError):
+        ship(trained, kept, max_mb=0.01)
+    assert {file: file.read_bytes() for file in kept.rglob("*") if file.is_file()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept"]
 
 
 def test_push_uploads_the_shipped_folder_unchanged(trained, tmp_path, fake_hub):
