@@ -163,3 +163,40 @@ def test_the_relaxation_rule_table_is_its_json():
     k16384 = load("unused-codes-mnist-k16384.json")
     assert f"the used ones {k16384['used']['in_scales']['median']:.2f}" in text
     assert f"at tau = 1 scale, {k16384['unused_target_share']:.1e} of pi" in text
+
+
+def test_the_colour_large_k_table_is_its_json():
+    """Section 8's colour rows: each variant's test-crop scores and its code use on 10,240 train
+    crops, from the colour large-K records (the recipe's default relaxation rule, FSQ at its
+    paper's levels), beside section 7's K = 512 seed 0 of the same recipe."""
+    printed = SECTION.split("| K | variant, colour photos |", 1)[1].splitlines()[2:]
+    expected = []
+    for size, fsq_codes in ((4096, 4375), (16384, 15360)):
+        record = load(f"compare-photos-k{size}.json")
+        assert record["split"] == "test" and record["seeds"] == [0] and record["steps"] == 1500
+        assert record["command"] in " ".join(SECTION.split())
+        for label, name in LARGE_K.items():
+            if name not in record["runs"]:
+                continue
+            codes = fsq_codes if name == "fsq" else size
+            variant = record["variants"][name]
+            assert variant[-1] == f"model.codebook_size={codes}" and "photos" in " ".join(variant)
+            test, train = record["runs"][name]["0"]["test"], record["runs"][name]["0"]["train_40_batches"]
+            assert test["num_images"] == 2000 and train["num_images"] == 10240
+            expected.append(f"| {size:,} | {label} | {test['psnr']:.2f} | {test['ssim']:.3f} | {test['perplexity']:,.1f} | "
+                            f"{test['codes_used']:,} ({100 * test['codes_used'] / codes:.1f}%) | "
+                            f"{train['codes_used']:,} ({100 * train['codes_used'] / codes:.1f}%) |")  # fmt: skip
+    assert printed[: len(expected)] == expected and printed[len(expected)] == ""
+    text = " ".join(SECTION.replace("**", "").split())
+    small = load("compare-photos-1500.json")["runs"]["vq-wae"]["0"]["test"]
+    wae = load("compare-photos-k4096.json")["runs"]["vq-wae"]["0"]
+    assert (f"{100 * wae['test']['codes_used'] / 4096:.1f}% of its codes on the test crops "
+            f"({100 * wae['train_40_batches']['codes_used'] / 4096:.1f}% on the train crops) at {wae['test']['psnr']:.2f} dB, "
+            f"{wae['test']['psnr'] - small['psnr']:.2f} dB above its K = 512 seed 0 ({small['psnr']:.2f} dB") in text  # fmt: skip
+    big = load("compare-photos-k16384.json")["runs"]["vq-wae"]["0"]
+    assert (f"K = 16,384: {100 * big['train_40_batches']['codes_used'] / 16384:.1f}% of the codes in use on the train crops "
+            f"({big['train_40_batches']['codes_used']:,}, perplexity {big['train_40_batches']['perplexity']:,.1f}) at "
+            f"{big['test']['psnr']:.2f} dB on the test crops, {big['test']['psnr'] - small['psnr']:.2f} dB above K = 512") in text  # fmt: skip
+    summary = " ".join(SUMMARY.replace("**", "").split())
+    assert f"K = 4,096: VQ-WAE {100 * wae['test']['codes_used'] / 4096:.1f}% of its codes on the test crops at {wae['test']['psnr']:.2f} dB" in summary
+    assert f"K = 16,384: {100 * big['train_40_batches']['codes_used'] / 16384:.1f}% on 10,240 train crops at {big['test']['psnr']:.2f} dB" in summary
