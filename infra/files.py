@@ -153,6 +153,11 @@ def written_atomically(target: str | Path, what: str, recovery: str) -> Iterator
     replace_with(temporary, target)
 
 
+def folder_megabytes(folder: str | Path) -> float:
+    """The size of every file under `folder`, in MB (10^6 bytes)."""
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file()) / 1e6
+
+
 def write_record(path: str | Path, values: dict, what: str = "the results record") -> Path:
     """Write a JSON results record atomically."""
     with written_atomically(path, f"{what} {path}", "free space and run the command again") as temporary:

@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 
 from infra.cards import pipeline_card, tokenizer_card
 from infra.checkpointing import push_folder
-from infra.files import check_saved_model, read_json, written_atomically
+from infra.files import check_saved_model, folder_megabytes, read_json, written_atomically
 from infra.metrics.fid_score import FIDResult, compute_fid
 from prior.model import check_matches_tokenizer, vocabulary_of
 from prior.sampling import sample_codes, sampling_config, saved_sampling, settings_for_call
@@ -41,6 +41,10 @@ PIPELINE_CONFIG = "pipeline_config.json"
 
 class FolderTooLargeError(ValueError):
     """A pipeline folder larger than save_pretrained's max_mb (nothing was written)."""
+
+    def __init__(self, message: str, megabytes: float):
+        super().__init__(message)
+        self.megabytes = megabytes
 
 
 @dataclass
@@ -116,7 +120,8 @@ class VQWAEPipeline:
         reconstruction records and the command that trained it. Written atomically: a failed write
         (a full disk) leaves an earlier folder as it was and is one line naming the file and
         `recovery`. prior_dtype: store the prior's weights in this dtype (torch.float16 halves them;
-        from_pretrained computes in float32 all the same). max_mb: a folder that would be larger is
+        from_pretrained computes in float32 all the same). max_mb: a folder that would be larger (MB,
+        10^6 bytes) is
         refused (FolderTooLargeError) and an earlier folder stays as it was."""
         config = {"pipeline": "VQWAEPipeline", "tokenizer_id": self.tokenizer_id, **self.config}
         card = {key: value for key, value in config.items() if key != "tokenizer_id"}
@@ -128,11 +133,10 @@ class VQWAEPipeline:
             prior.save_pretrained(temporary / "prior", safe_serialization=True)
             (temporary / PIPELINE_CONFIG).write_text(json.dumps(config, indent=2))
             pipeline_card({**card, "sampling_defaults": self.sampling_defaults}).save(temporary / "README.md")
-            size = sum(file.stat().st_size for file in temporary.rglob("*") if file.is_file()) / 2**20
-            if max_mb is not None and size > max_mb:
+            if max_mb is not None and (size := folder_megabytes(temporary)) > max_mb:
                 raise FolderTooLargeError(f"the pipeline folder would hold {size:.1f} MB, over the {max_mb:g} MB "
                                           f"allowed; {folder} is left as it was. Store the prior in float16 "
-                                          "(prior_dtype) or allow more (max_mb)")  # fmt: skip
+                                          "(prior_dtype) or allow more (max_mb)", size)  # fmt: skip
         return Path(folder)
 
     def _tokenizer_card(self):

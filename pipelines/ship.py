@@ -22,17 +22,12 @@ import torch
 
 from infra.checkpointing import push_folder
 from infra.config import CommandLine, run_cli
-from infra.files import read_json
+from infra.files import folder_megabytes, read_json
 
 from .pipeline_vqwae import FolderTooLargeError, VQWAEPipeline
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "vqwae-mnist"
 MAX_MB = 20.0
-
-
-def folder_megabytes(folder: str | Path) -> float:
-    """The size of every file under `folder`, in MB (10^6 bytes)."""
-    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file()) / 1e6
 
 
 def headline(record: dict) -> dict:
@@ -81,11 +76,10 @@ def ship(pipeline: str | Path, out: str | Path, records: list[str | Path] = (), 
     try:
         pipe.save_pretrained(out, prior_dtype=torch.float16, max_mb=max_mb)
     except FolderTooLargeError as error:
-        size = str(error).split(",")[0]
-        raise FolderTooLargeError(f"{size}, over the {max_mb:g} MB a shipped folder may hold; {out} is left as it "
-                                  "was. Ship a smaller prior or raise --max-mb") from None  # fmt: skip
-    size = folder_megabytes(out)
-    print(f"shipped {out}: {size:.1f} MB; load it with VQWAEPipeline.from_pretrained({str(out)!r})")
+        raise FolderTooLargeError(f"the shipped folder would hold {error.megabytes:.1f} MB, over the {max_mb:g} MB a "
+                                  f"shipped folder may hold; {out} is left as it was. Ship a smaller prior or raise "
+                                  "--max-mb", error.megabytes) from None  # fmt: skip
+    print(f"shipped {out}: {folder_megabytes(out):.1f} MB; load it with VQWAEPipeline.from_pretrained({str(out)!r})")
     return Path(out)
 
 
