@@ -41,7 +41,7 @@ import torch
 
 from benchmarks.common import draw_figures
 from infra.config import load_config
-from infra.training import read_metrics
+from infra.metrics_file import read_metrics
 from tokenizer.config import TokenizerTrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent

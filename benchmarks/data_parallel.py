@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from infra.training import read_metrics
+from infra.metrics_file import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 

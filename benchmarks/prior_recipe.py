@@ -34,7 +34,7 @@ from safetensors import safe_open
 
 from benchmarks.compare_tokenizers import add_variant_argument, parse_variants
 from infra.config import load_config
-from infra.training import read_metrics
+from infra.metrics_file import read_metrics
 from pipelines.pipeline_vqwae import PIPELINE_CONFIG
 from prior.config import PriorTrainConfig
 

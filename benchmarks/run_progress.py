@@ -23,7 +23,7 @@ from pathlib import Path
 from infra.checkpointing import CONFIG_FILE, list_checkpoints, read_state
 from infra.config import provenance
 from infra.files import write_record
-from infra.training import read_metrics
+from infra.metrics_file import read_metrics
 
 TRAIN_TERMS = ("train/reconstruction", "train/transport", "train/loss", "train/perplexity", "train/codes_used", "lr")
 

@@ -1,13 +1,11 @@
 """Pieces both training scripts share: the run settings, the Accelerator, the data position,
-the non-finite-loss guard, metric logging and the step loop. The recipes themselves stay in the
-training scripts (and the tokenizer's update in tokenizer/update.py)."""
+the non-finite-loss guard and the step loop (metric logging: infra/metrics_file.py). The recipes
+themselves stay in the training scripts (and the tokenizer's update in tokenizer/update.py)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +16,9 @@ from accelerate.tracking import get_available_trackers
 from accelerate.utils import DataLoaderConfiguration, LoggerType, ProjectConfiguration
 from tqdm.auto import tqdm
 
-from .checkpointing import how_to_resume, push_folder, save_checkpoint
+from .checkpointing import push_folder, save_checkpoint
 from .config import check_choice, check_positive
-from .files import write_failed
+from .metrics_file import log_metrics
 from .polite_stop import PoliteStop
 
 
@@ -270,66 +268,6 @@ def backward_and_step(accelerator: Accelerator, model, optimizer, loss: torch.Te
         accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-METRICS_FILE = "metrics.jsonl"
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a run's metrics.jsonl (a run folder or the file). A line a kill left half
-    written is skipped with a warning naming the file and line, never a JSON traceback."""
-    path = Path(path)
-    path = path / METRICS_FILE if path.is_dir() else path
-    records, damaged = [], []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if isinstance(record, dict) and "step" in record:
-            records.append(record)
-        else:
-            damaged.append(number)
-    if damaged:
-        warnings.warn(f"{path}: skipped damaged line(s) {damaged[:10]} (a run killed while writing?)", stacklevel=2)
-    return records
-
-
-def _start_on_a_new_line(path: Path) -> None:
-    """Before appending to a metrics file: if a killed run left its last line unfinished, end it,
-    so that the next record starts on a line of its own (one seek and a byte, on log steps only)."""
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb+") as file:
-            file.seek(-1, 2)
-            if file.read(1) != b"\n":
-                file.write(b"\n")
-
-
-def log_metrics(
-    accelerator: Accelerator, config: RunConfig, step: int, values: dict[str, torch.Tensor | float]
-) -> dict:
-    """Means over processes of `values`, sent to the trackers and appended to metrics.jsonl."""
-    names = list(values)
-    stacked = torch.stack(
-        [
-            torch.as_tensor(values[name], dtype=torch.float32, device=accelerator.device).detach().reshape(())
-            for name in names
-        ]
-    )
-    logs = dict(zip(names, accelerator.reduce(stacked, "mean").tolist()))
-    accelerator.log(logs, step=step)
-    if accelerator.is_main_process:
-        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-        path = Path(config.output_dir) / METRICS_FILE
-        try:
-            _start_on_a_new_line(path)
-            with open(path, "a") as file:
-                file.write(json.dumps({"step": step, "time": time.time(), **logs}) + "\n")
-        except OSError as error:  # a full disk: readers skip a half-written line
-            raise write_failed(path, error, "the metrics", how_to_resume(config.output_dir)) from None
-    return logs
 
 
 class TrainingLoop:

@@ -25,8 +25,8 @@ import torch
 
 from infra.config import CommandLine, check_arguments, run_cli
 from infra.files import write_record
+from infra.metrics_file import read_metrics
 from infra.run_folder import lock_folder, move_aside
-from infra.training import read_metrics
 from pipelines import fid, sample
 from pipelines.evaluation import evaluate_samples
 from pipelines.pipeline_vqwae import VQWAEPipeline

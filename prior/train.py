@@ -21,6 +21,7 @@ from infra.checkpointing import RESUME_TO_SAVE, resume_training, save_final
 from infra.config import parse_config, run_cli, to_dict
 from infra.data import load_images, to_unit_range
 from infra.metrics.digit_classifier import load_classifier
+from infra.metrics_file import log_metrics
 from infra.run_folder import claim_run_folder
 from infra.training import (
     NonFiniteGuard,
@@ -30,7 +31,6 @@ from infra.training import (
     build_accelerator,
     compile_model,
     finish_run,
-    log_metrics,
     training_loader,
 )
 from pipelines.pipeline_vqwae import VQWAEPipeline

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from infra.training import read_metrics  # noqa: F401 - the tests read metrics.jsonl as every reader does
+from infra.metrics_file import read_metrics  # noqa: F401 - the tests read metrics.jsonl as every reader does
 
 ROOT = Path(__file__).resolve().parent.parent
 

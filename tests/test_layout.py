@@ -1,5 +1,5 @@
 """The package layout the house rules promise: dependencies flow one way, no module shadows a
-library, and the training scripts run by path with no sys.path edit (the editable install makes
+library, no module outgrows 400 lines, and the training scripts run by path with no sys.path edit (the editable install makes
 the packages importable)."""
 
 import ast
@@ -46,6 +46,16 @@ def test_dependencies_flow_one_way():
                 crossings.append(f"{name} imports {sorted(extra)}")
     assert not crossings, crossings
     assert imported_rooms(ROOT / "prior" / "model.py") == {"infra"}  # the check can see an import
+
+
+def test_no_module_is_over_400_lines():
+    """Past 400 lines a module holds more than one idea: split it by what it is about."""
+    long = {}
+    for room in (*MAY_IMPORT, "benchmarks"):
+        for path in sorted((ROOT / room).rglob("*.py")):
+            if (lines := len(path.read_text().splitlines())) > 400:
+                long[path.relative_to(ROOT).as_posix()] = lines
+    assert not long, long
 
 
 def test_no_module_is_named_like_a_library():

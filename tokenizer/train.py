@@ -19,6 +19,7 @@ from infra.cards import tokenizer_card
 from infra.checkpointing import resume_training, save_final
 from infra.config import parse_config, run_cli, to_dict
 from infra.data import load_images, to_unit_range
+from infra.metrics_file import log_metrics
 from infra.run_folder import claim_run_folder
 from infra.step_graph import graph_applies, match_optimizer
 from infra.training import (
@@ -26,7 +27,6 @@ from infra.training import (
     build_accelerator,
     compile_model,
     finish_run,
-    log_metrics,
     training_loader,
 )
 from tokenizer.config import TokenizerTrainConfig

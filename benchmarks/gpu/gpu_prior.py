@@ -36,7 +36,7 @@ import torch
 from benchmarks.common import device_name, time_side_by_side
 from benchmarks.generation_fid import PLAIN_SAMPLING, setting_tag
 from infra.config import load_config
-from infra.training import read_metrics
+from infra.metrics_file import read_metrics
 from pipelines import VQWAEPipeline
 from prior.config import PriorTrainConfig
 from prior.model import CodeVocabulary, build_prior

@@ -47,8 +47,8 @@ from benchmarks.run_progress import loop_ms_per_step
 from benchmarks.train_step import make_step
 from infra.checkpointing import latest_step, list_checkpoints
 from infra.config import load_config
+from infra.metrics_file import read_metrics
 from infra.step_graph import WARMUP_STEPS
-from infra.training import read_metrics
 from tokenizer.config import TokenizerTrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -159,7 +159,7 @@ def test_a_damaged_fid_statistics_cache_is_recomputed(damage, tmp_path, monkeypa
 def test_a_metrics_line_left_half_written_by_a_kill_loses_no_later_record(train, tmp_path):
     """A kill mid-write leaves metrics.jsonl without its last newline; the resumed run's first
     record still gets a line of its own, and readers skip the half line with a warning."""
-    from infra.training import read_metrics
+    from infra.metrics_file import read_metrics
 
     train(f"output_dir={tmp_path}", "max_steps=3", "lr_scheduler=constant")
     with open(tmp_path / "metrics.jsonl", "a") as file:

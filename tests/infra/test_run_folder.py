@@ -212,9 +212,9 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_nothing_half_written
 
 
 def test_a_full_disk_at_a_metrics_line_says_where_to_resume(train, tmp_path, monkeypatch):
-    import infra.training
+    import infra.metrics_file
 
-    real, calls = infra.training._start_on_a_new_line, []
+    real, calls = infra.metrics_file._start_on_a_new_line, []
 
     def disk_full_at_step_4(path):
         calls.append(path)
@@ -222,7 +222,7 @@ def test_a_full_disk_at_a_metrics_line_says_where_to_resume(train, tmp_path, mon
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path)
 
-    monkeypatch.setattr(infra.training, "_start_on_a_new_line", disk_full_at_step_4)
+    monkeypatch.setattr(infra.metrics_file, "_start_on_a_new_line", disk_full_at_step_4)
     with pytest.raises(WriteFailedError) as failed:
         train(f"output_dir={tmp_path}", "max_steps=6", "checkpoint_every=3", "validate_every=100")
     assert str(failed.value).startswith(f"could not write the metrics: {tmp_path}/metrics.jsonl: No space left on device (")
