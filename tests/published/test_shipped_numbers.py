@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from pipelines.ship import SHIPPED, folder_megabytes
-from tests.published.book import BENCHMARKS, README, SUMMARY, load
+from tests.published.book import BENCHMARKS, README, SUMMARY, load, table
 
 SECTION = BENCHMARKS.split("## 9. The shipped pipeline", 1)[1].split("\n## ", 1)[0]
 
@@ -60,12 +60,28 @@ def test_section_9_prints_the_records_and_the_folder():
         assert command.split("  #")[0] in SECTION.replace("\n", " ") or command.split("  #")[0] in SECTION
 
 
-def test_the_gfid_sentence_is_its_record():
-    record = load("shipped-mnist-gfid-unconditional.json")
-    assert record["pipeline"] == "models/vqwae-mnist" and record["n"] == record["reference_n"] == 10000
-    assert record["sampling"]["mode"] == "plain" and record["command"].startswith("python -m benchmarks.generation_fid")
-    fid = record["settings"]["unconditional"]["fid"]
-    before = load("gfid-mnist-10ep-floor-cpu-2026-11-30.json")["gfid"]["settings"]["unconditional"]["fid"]["10000"]
+def test_the_gfid_sentences_are_their_records():
+    """Both gFID settings of the shipped pipeline (10k plain samples, the same seed and reference) in
+    section 9, the summary and README's generation table, beside the same prior recipe on section 4's tokenizer."""
+    fids, before = {}, load("gfid-mnist-10ep-floor-cpu-2026-11-30.json")["gfid"]["settings"]
+    for name, setting in (("unconditional", "unconditional"), ("class-conditional", "class-conditional g=1.5")):
+        record = load(f"shipped-mnist-gfid-{name}.json")
+        assert record["pipeline"] == "models/vqwae-mnist" and record["n"] == record["reference_n"] == 10000
+        assert record["sampling"]["mode"] == "plain" and "python -m benchmarks.generation_fid" in record["command"]
+        assert record["seed"] == 0 and record["reference"] == "mnist:test"
+        fids[name] = {count: f"{value:.2f}" for count, value in record["settings"][setting]["fid"].items()}
+    assert load("shipped-mnist-gfid-class-conditional.json")["settings"]["class-conditional g=1.5"]["guidance_scale"] == 1.5
+    was = {name: f"{before[setting]['fid']['10000']:.2f}" for name, setting in
+           (("unconditional", "unconditional"), ("class-conditional", "class-conditional g=1.5"))}  # fmt: skip
     text = " ".join(SECTION.replace("**", "").split())
-    assert (f"unconditional {fid['10000']:.2f} ({fid['1000']:.2f} at 1,000 samples); the same recipe on section 4's "
-            f"tokenizer scored {before:.2f}") in text  # fmt: skip
+    uncond, cond = fids["unconditional"], fids["class-conditional"]
+    assert (f"unconditional {uncond['10000']} ({uncond['1000']} at 1,000 samples); the same recipe on section 4's "
+            f"tokenizer scored {was['unconditional']}") in text  # fmt: skip
+    assert (f"Class-conditional at guidance 1.5: {cond['10000']} ({cond['1000']} at 1,000 samples), against "
+            f"{was['class-conditional']} there") in text  # fmt: skip
+    summary = " ".join(SUMMARY.replace("**", "").split())
+    assert f"gFID on 10k plain samples: unconditional {uncond['10000']}, class-conditional {cond['10000']} (guidance 1.5)" in summary
+    row = next(cells for label, cells in table("generation, gFID").items() if "`models/vqwae-mnist`" in label)
+    tokenizer = load("shipped-mnist-tokenizer-test.json")
+    assert row == [f"the current recipe, trained again, {tokenizer['psnr']:.2f} dB", uncond["10000"],
+                   f"{cond['10000']} (guidance 1.5)"]  # fmt: skip
