@@ -180,6 +180,15 @@ def browser(pipeline_folder):
     server.wait(timeout=30)
 
 
+def wait_for_element(driver, by: str, selector: str, timeout: float = 120):
+    """The element once the page has rendered it: Gradio builds the page in the browser after the
+    first load, so a test that runs first must not look before that."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(expected_conditions.presence_of_element_located((by, selector)))
+
+
 def wait_for_text(driver, element_id: str, text: str, timeout: float = 120) -> str:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -227,10 +236,10 @@ def test_corrupt_upload_is_a_message_in_the_page(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     driver, _ = browser
-    driver.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Tokenize')]").click()
+    wait_for_element(driver, By.XPATH, "//button[@role='tab' and contains(., 'Tokenize')]").click()
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
-    driver.find_element(By.CSS_SELECTOR, "#upload input[type='file']").send_keys(str(corrupt))
+    wait_for_element(driver, By.CSS_SELECTOR, "#upload input[type='file']").send_keys(str(corrupt))
     message = wait_for_text(driver, "tokenize-status", "is not an image")
     assert "corrupt.png" in message and "Traceback" not in driver.page_source
 
