@@ -81,10 +81,14 @@ class VQWAEPipeline:
         prior.generation_config = sampling_config(prior.generation_config, do_sample=True, **saved_before)
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | Path, **hub_kwargs) -> VQWAEPipeline:
+    def from_pretrained(cls, path_or_repo_id: str | Path, prior_dtype: torch.dtype = torch.float32,
+                        **hub_kwargs) -> VQWAEPipeline:  # fmt: skip
         """Load a folder (or a Hub repo, downloaded with snapshot_download) holding tokenizer/,
         prior/ and pipeline_config.json; refuse a prior trained on another tokenizer. The prior
-        computes in float32 whatever its stored dtype (the shipped folder stores float16)."""
+        computes in `prior_dtype` whatever its stored dtype (the shipped folder stores float16):
+        float32 by default, torch.bfloat16 or torch.float16 to halve its memory on a GPU."""
+        if prior_dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"prior_dtype={prior_dtype!r}: use torch.float32 (the default), torch.bfloat16 or torch.float16")
         folder = Path(path_or_repo_id)
         if not folder.is_dir():
             folder = Path(snapshot_download(str(path_or_repo_id), **hub_kwargs))
@@ -100,7 +104,7 @@ class VQWAEPipeline:
         for part in ("tokenizer", "prior"):
             check_saved_model(folder / part, part, fix)
         tokenizer = VQWAE.from_pretrained(folder / "tokenizer")
-        prior = AutoModelForCausalLM.from_pretrained(folder / "prior", dtype=torch.float32)
+        prior = AutoModelForCausalLM.from_pretrained(folder / "prior", dtype=prior_dtype)
         expected = config.get("tokenizer_id")
         if not expected:
             raise ValueError(f"{folder / PIPELINE_CONFIG} records no tokenizer_id; {fix}")

@@ -30,6 +30,21 @@ def test_it_is_in_the_repository_and_small(pipe):
     assert pipe.prior.dtype == torch.float32 and pipe.num_classes == 10 and pipe.codebook_size == 512
 
 
+def test_the_prior_loads_in_the_dtype_asked(pipe):
+    """float16 gives the stored weights as they are, float32 (the default) the same values, and a dtype
+    the prior cannot compute in is one clear line."""
+    from safetensors.torch import load_file
+
+    stored = load_file(SHIPPED / "prior" / "model.safetensors")
+    half = VQWAEPipeline.from_pretrained(SHIPPED, prior_dtype=torch.float16).prior
+    weights, full = dict(half.named_parameters()), dict(pipe.prior.named_parameters())
+    assert half.dtype == torch.float16 and set(stored) <= set(weights)
+    for name, value in stored.items():
+        assert value.dtype == torch.float16 and torch.equal(weights[name], value) and torch.equal(full[name], value.float())
+    with pytest.raises(ValueError, match=r"prior_dtype=torch.int8: use torch.float32 \(the default\)"):
+        VQWAEPipeline.from_pretrained(SHIPPED, prior_dtype=torch.int8)
+
+
 def test_sixteen_digits_in_one_call(pipe):
     images = pipe(n=16, generator=torch.Generator().manual_seed(0), progress=False).images
     assert len(images) == 16 and all(image.size == (32, 32) and image.mode == "L" for image in images)
