@@ -139,13 +139,15 @@ def _sinkhorn(
     max_iterations: int,
     check_every: int,
     tolerance: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    final_plan: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, int, torch.Tensor]:
     """Sinkhorn in blocks of `check_every` kernel-form iterations between absorptions into the log-
     domain code potential g (P, 1, K). A warm start (potential given) runs its first block unchecked
     and checks only between blocks, so with check_every >= max_iterations it is a fixed budget that
     never synchronises with the host. A cold start anneals epsilon from the mean cost down to its
     target (x0.5 a block) and checks before every block. Returns (g, the absorbed entropic plan
-    (P, N, K), its code-marginal L1 error, iterations, tau (P, 1, 1))."""
+    (P, N, K), its code-marginal L1 error, iterations, tau (P, 1, 1)); final_plan=False skips the
+    plan of the last g and its error (None), an (N, K) exp the training solver does not use."""
     cost, code_mass, latent_mass, work = problem.cost, problem.code_mass, problem.latent_mass, problem.work
     eps_target = (epsilon * problem.scale).clamp_min(1e-8)[:, None, None]  # (P, 1, 1)
     tau = code_relaxation * problem.scale.clamp_min(1e-8)[:, None, None]  # (P, 1, 1); 0 = balanced
@@ -198,6 +200,8 @@ def _sinkhorn(
         # Absorb u into g; the c-transform then plays the part of the last v update.
         potential = potential + eps * code_scaling.log()
         eps = torch.maximum(eps_target, eps * 0.5)
+        if not final_plan and iterations >= max_iterations:
+            return potential, None, None, iterations, tau
         plan = absorbed_plan(potential)
         error = code_error(plan)
     return potential, plan, error, iterations, tau
@@ -328,7 +332,7 @@ def sinkhorn_transport(
         num_codes = cost.shape[-1]
         start = code_potential if code_potential is not None else torch.zeros_like(code_mass)
         potential, _, _, iterations, tau = _sinkhorn(
-            problem, config.epsilon, relaxation, start, config.iterations, config.iterations, TOLERANCE
+            problem, config.epsilon, relaxation, start, config.iterations, config.iterations, TOLERANCE, final_plan=False
         )
 
         def cells_of(potential: torch.Tensor) -> torch.Tensor:  # (P, N, 1): each latent's Laguerre cell

@@ -198,6 +198,35 @@ def test_relaxed_sinkhorn_matches_pot_semi_relaxed_unbalanced_ot(relaxation):
     assert (code_mass - weights[0]).abs().sum() > 1e-3  # relaxed: the code marginal is not forced
 
 
+@pytest.mark.parametrize("relaxation", [0.0, 1.0, 16.0])
+def test_the_training_solvers_budget_is_textbook_log_domain_sinkhorn(relaxation):
+    """sinkhorn_transport's fixed budget (config.iterations from a warm start, no dual steps) is
+    that many alternating log-domain updates, written here in float64 from their definitions:
+    f_n = -eps log sum_k pi_k exp((g_k - C_kn) / eps) (the latent side exact), then g_k = fi x
+    (-eps log sum_n b_n exp((f_n - C_kn) / eps)), fi = tau / (tau + eps) (Chizat et al., 2018; fi = 1
+    balanced), from the warm start held at g >= tau log pi. (No code far from every latent: the
+    solver floors a plan entry at e^-40 of its row's largest, which such a code's mass would meet.)"""
+    generator = torch.Generator().manual_seed(4)
+    latents, codes = torch.randn(96, 4, generator=generator), torch.randn(16, 4, generator=generator)
+    cost = ((codes[:, None] - latents[None]) ** 2).sum(-1)[None]  # (1, 16, 96)
+    weights = torch.softmax(0.3 * torch.randn(1, 16, generator=generator), -1)
+    config = TransportConfig(code_relaxation=relaxation, iterations=10, dual_steps=0, dual_candidates=0)
+    warm = torch.randn(1, weights.shape[-1], generator=torch.Generator().manual_seed(3)) * cost.mean() * 0.1
+    result = sinkhorn_transport(cost, weights, config, code_potential=warm, dense_plan=False)
+    matrix, pi = cost[0].double(), weights[0].double() / weights[0].double().sum()
+    b = torch.full((matrix.shape[1],), 1.0 / matrix.shape[1], dtype=torch.float64)
+    scale = matrix.amin(0).mean()
+    eps, tau = 0.1 * scale, relaxation * scale
+    fi = tau / (tau + eps) if relaxation else 1.0
+    g = torch.maximum(warm[0].double(), tau * pi.log()) if relaxation else warm[0].double()
+    for _ in range(10):
+        f = -eps * torch.logsumexp(pi.log()[:, None] + (g[:, None] - matrix) / eps, dim=0)  # (N,)
+        g = fi * -eps * torch.logsumexp(b.log()[None] + (f[None] - matrix) / eps, dim=1)  # (K,)
+    if not relaxation:
+        g = g - g.mean()  # a balanced potential's level is free: compared centred
+    np.testing.assert_allclose(result.code_potential[0].double().numpy(), g.numpy(), atol=1e-4 * scale.item())
+
+
 def test_relaxed_warm_start_forgets_its_history():
     """The relaxed problem has one potential (no free level): warm-started across many alternating
     batches, the carried potential ends where a cold solve of the last batch puts it, so it cannot
