@@ -200,3 +200,12 @@ def test_the_colour_large_k_table_is_its_json():
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert f"K = 4,096: VQ-WAE {100 * wae['test']['codes_used'] / 4096:.1f}% of its codes on the test crops at {wae['test']['psnr']:.2f} dB" in summary
     assert f"K = 16,384: {100 * big['train_40_batches']['codes_used'] / 16384:.1f}% on 10,240 train crops at {big['test']['psnr']:.2f} dB" in summary
+    runs = load("compare-photos-k16384.json")["runs"]
+    vae, ema, fsq = (runs[name]["0"]["test"] for name in ("vq-vae", "vq-ema", "fsq"))
+    share = {name: f"{100 * test['codes_used'] / codes:.1f}%" for name, test, codes in
+             (("vq-wae", big["test"], 16384), ("vq-ema", ema, 16384), ("fsq", fsq, 15360))}  # fmt: skip
+    assert (f"({share['vq-wae']} on test; VQ-VAE {vae['codes_used']} codes, VQ-EMA {share['vq-ema']} at {ema['psnr']:.2f} dB, "
+            f"FSQ {share['fsq']} at {fsq['psnr']:.2f} dB)") in summary  # fmt: skip
+    assert (f"VQ-WAE leads every baseline in PSNR (FSQ {fsq['psnr']:.2f}, VQ-EMA {ema['psnr']:.2f}, VQ-VAE {vae['psnr']:.2f} dB) "
+            f"and in test-crop code use (VQ-EMA {share['vq-ema']}, FSQ {share['fsq']}, VQ-VAE {vae['codes_used']} codes)") in text  # fmt: skip
+    assert all(runs[name]["0"]["test"]["psnr"] < big["test"]["psnr"] for name in ("vq-vae", "vq-ema", "fsq"))
