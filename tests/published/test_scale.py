@@ -43,6 +43,15 @@ def test_the_compiled_solver_table_is_its_json():
     for line, name in zip(table, names):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[1:] == [f"{record['step_ms'][name]:.1f}", f"{record['ratio_to_vq_vae'][name]:.2f}x"], name
+    ratios = {code: [run["ratio_to_vq_vae"] for run in runs] for code, runs in record["repeats"].items()}
+    eager, compiled = names[1], names[2]
+    after, before = ratios["df7bedf"], ratios["97f04ea"]
+    text = " ".join(SECTION.split())
+    assert (f"Three more runs of that command the same day: eager {min(r[eager] for r in after):.2f}-{max(r[eager] for r in after):.2f}x, "
+            f"compiled {min(r[compiled] for r in after):.2f}-{max(r[compiled] for r in after):.2f}x") in text  # fmt: skip
+    assert f"between them: {before[0][eager]:.2f}x and {before[1][eager]:.2f}x" in text
+    every = [record["ratio_to_vq_vae"][eager]] + [r[eager] for r in after + before]
+    assert f"the eager step is {min(every):.2f}-{max(every):.2f}x VQ-VAE's on this day" in text
 
 
 def test_the_step_table_is_its_json():

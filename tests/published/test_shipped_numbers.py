@@ -81,6 +81,13 @@ def test_the_gfid_sentences_are_their_records():
             f"{was['class-conditional']} there") in text  # fmt: skip
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert f"gFID on 10k plain samples: unconditional {uncond['10000']}, class-conditional {cond['10000']} (guidance 1.5)" in summary
+    defaults = load("shipped-mnist-gfid-defaults.json")
+    shipped = json.loads((SHIPPED / "prior" / "generation_config.json").read_text())
+    assert defaults["sampling"]["mode"] == "pipeline" and defaults["n"] == defaults["reference_n"] == 10000
+    assert (defaults["sampling"]["top_k"], defaults["sampling"]["unconditional"]) == (shipped["top_k"], shipped["unconditional"])
+    at_defaults = {name: f"{setting['fid']['10000']:.2f}" for name, setting in defaults["settings"].items()}
+    assert (f"unconditional {at_defaults['unconditional']}, class-conditional {at_defaults['class-conditional g=1']}. "
+            "Not comparable with the paper's figures") in text  # fmt: skip
     row = next(cells for label, cells in table("generation, gFID").items() if "`models/vqwae-mnist`" in label)
     tokenizer = load("shipped-mnist-tokenizer-test.json")
     assert row == [f"the current recipe, trained again, {tokenizer['psnr']:.2f} dB", uncond["10000"],
