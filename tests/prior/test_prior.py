@@ -1,5 +1,6 @@
 """Stage two: the transformers prior, its vocabulary, code cache, sampling and training."""
 
+import copy
 from dataclasses import asdict
 
 import pytest
@@ -59,6 +60,24 @@ def test_prior_must_match_the_tokenizer(tokenizer_dir):
     anonymous.config.vqwae["tokenizer_id"] = ""
     with pytest.raises(ValueError, match="records no tokenizer identity"):
         check_matches_tokenizer(anonymous, tokenizer, tokenizer_id="any")
+
+
+def test_the_gpt2_prior_computes_gpt2s_own_gelu():
+    # The fused tanh GELU is a speed choice only: the same weights under GPT-2's gelu_new give the
+    # same logits (an erf GELU, "gelu", differs by ~1e-3 here and would fail).
+    prior = tiny_prior(num_classes=10)
+    assert prior.config.activation_function == "gelu_pytorch_tanh"
+    reference_config = copy.deepcopy(prior.config)
+    reference_config.activation_function = "gelu_new"
+    reference = type(prior)(reference_config).eval()
+    reference.load_state_dict(prior.state_dict())
+    with torch.no_grad():  # scaled-up weights put the GELU inputs where the two would differ
+        for name, weight in prior.named_parameters():
+            if name.endswith("c_fc.weight"):
+                weight.mul_(20.0)
+                reference.get_parameter(name).copy_(weight)
+        ids = torch.randint(0, 32, (4, 17), generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(prior(input_ids=ids).logits, reference(input_ids=ids).logits, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
