@@ -8,8 +8,8 @@ Class-conditional samples (a class-conditional prior): the share the classifier 
 digit, overall and per class. Unconditional samples: the share it classifies with confidence
 >= 0.9 (recognisable). --fid-n N adds the Inception FID of N unconditional samples against the
 first N MNIST test images (equal counts: small-sample FID reads high). Sampling settings left out are the pipeline's own defaults. The
-classifier (infra/metrics/digit_classifier.py) is trained once on the MNIST training split and cached; its
-test accuracy is printed with every result. Prints JSON; `--out FILE` also writes it there as a
+classifier (infra/metrics/digit_classifier.py) is the one shipped in models/digit-classifier-mnist (or
+a cached one); its test accuracy is printed with every result. Prints JSON; `--out FILE` also writes it there as a
 results record, with the date and the command that measured it.
 """
 

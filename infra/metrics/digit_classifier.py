@@ -4,7 +4,9 @@ Classification accuracy of class-conditional samples (the share a classifier tra
 digits assigns to the asked class) and the share of unconditional samples it classifies with
 confidence >= 0.9 say what a person sees in a grid, where FID alone does not. The classifier is a
 three-block CNN on the pipeline's 32x32 images, trained once on the MNIST training split (about a
-minute on 2 CPU cores) and cached with its test accuracy under $VQWAE_CACHE/digit-classifier.
+minute on 2 CPU cores) and cached with its test accuracy under $VQWAE_CACHE/digit-classifier;
+the default one (2 epochs, seed 0) is also shipped in models/digit-classifier-mnist, so a fresh
+clone judges with it at once and every machine without a cache judges with the same weights.
 Its 128-d penultimate features also give a fast FID in a digit feature space (`feature_fid`).
 """
 
@@ -25,6 +27,7 @@ from ..data import DataConfig, load_images, to_unit_range
 from .fid_score import cache_dir, fid_statistics, frechet_distance
 
 VERSION = "v1"  # bump when the architecture or the training changes: the cache is keyed by it
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "digit-classifier-mnist"
 
 
 class DigitClassifier(nn.Module):
@@ -111,26 +114,39 @@ def _train(epochs: int, seed: int, progress: bool, train_images: int | None) -> 
     return model, judgement.accuracy(test["label"])["accuracy"]
 
 
+def _read(folder: Path) -> tuple[DigitClassifier, ClassifierInfo] | None:
+    """The classifier saved in `folder`; None when there is none or it is damaged (with a warning)."""
+    weights, info_file = folder / "model.safetensors", folder / "info.json"
+    if not (weights.is_file() and info_file.is_file()):
+        return None
+    try:
+        model = DigitClassifier()
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval(), ClassifierInfo(**json.loads(info_file.read_text()))
+    except Exception as error:  # noqa: BLE001 - any damage: rebuild what can be rebuilt
+        warnings.warn(f"digit classifier {folder} is damaged ({error}); not using it", stacklevel=3)
+        return None
+
+
 def load_classifier(folder: str | Path | None = None, epochs: int = 2, seed: int = 0, progress: bool = True,
                     train_images: int | None = None) -> tuple[DigitClassifier, ClassifierInfo]:  # fmt: skip
-    """The cached classifier (trained first if absent; a damaged cache is rebuilt with a warning).
+    """The cached classifier; without a cache, the shipped one (`SHIPPED`) when it was made the way
+    asked, else one trained now and cached (a damaged cache is rebuilt with a warning).
     train_images: the first N training images only (tests); the default cache holds all 50,000."""
+    cached = folder is None
     folder = Path(folder) if folder is not None else cache_dir() / "digit-classifier" / f"{VERSION}-e{epochs}-s{seed}"
-    weights, info_file = folder / "model.safetensors", folder / "info.json"
-    if weights.is_file() and info_file.is_file():
-        try:
-            model = DigitClassifier()
-            model.load_state_dict(load_file(str(weights)))
-            return model.eval(), ClassifierInfo(**json.loads(info_file.read_text()))
-        except Exception as error:  # noqa: BLE001 - any damage: rebuild what can be rebuilt
-            warnings.warn(f"digit classifier cache {folder} is damaged ({error}); training it again", stacklevel=2)
+    if (found := _read(folder)) is not None:
+        return found
+    if cached and (shipped := _read(SHIPPED)) is not None:
+        if shipped[1] == ClassifierInfo(VERSION, epochs, seed, shipped[1].test_accuracy, train_images or 50_000):
+            return shipped
     model, accuracy = _train(epochs, seed, progress, train_images)
     info = ClassifierInfo(VERSION, epochs, seed, accuracy, train_images or 50_000)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(model.state_dict(), str(folder / "model.tmp"))
-    (folder / "model.tmp").replace(weights)
+    (folder / "model.tmp").replace(folder / "model.safetensors")
     (folder / "info.tmp").write_text(json.dumps(asdict(info)))
-    (folder / "info.tmp").replace(info_file)
+    (folder / "info.tmp").replace(folder / "info.json")
     return model, info
 
 

@@ -46,6 +46,22 @@ def test_the_cache_is_reused_and_a_damaged_one_rebuilt(small, monkeypatch, tmp_p
     assert rebuilt.test_accuracy == 0.5 and (folder / "model.safetensors").stat().st_size > 10
 
 
+def test_without_a_cache_the_shipped_classifier_judges_and_reads_real_digits(monkeypatch, tmp_path):
+    monkeypatch.setenv("VQWAE_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(digit_classifier, "_train", lambda *args: pytest.fail("trained a classifier"))
+    model, info = load_classifier()
+    assert info == digit_classifier.ClassifierInfo(digit_classifier.VERSION, 2, 0, info.test_accuracy, 50_000)
+    # Its recorded accuracy is what it scores: all 10,000 test digits, judged here.
+    test = load_images(DataConfig(), 1)["test"][:]
+    measured = judge(model, to_unit_range(test["pixel_values"])).accuracy(test["label"])["accuracy"]
+    assert measured == pytest.approx(info.test_accuracy, abs=5e-4) and measured > 0.98
+    assert not (tmp_path / "empty").exists()  # nothing written
+    # Asked for a classifier made another way, it trains one rather than hand over the shipped one.
+    monkeypatch.setattr(digit_classifier, "_train", lambda *args: (model, 0.5))
+    assert load_classifier(epochs=3)[1].test_accuracy == 0.5
+    assert load_classifier(seed=1)[1].test_accuracy == 0.5
+
+
 def test_scores_against_brute_force():
     predictions = torch.tensor([0, 1, 1, 2, 2, 2])
     labels = torch.tensor([0, 1, 2, 2, 2, 1])
