@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import DataConfig, load_images, to_unit_range
+from ..files import written_atomically
 from .fid_score import cache_dir, fid_statistics, frechet_distance
 
 VERSION = "v1"  # bump when the architecture or the training changes: the cache is keyed by it
@@ -142,11 +143,10 @@ def load_classifier(folder: str | Path | None = None, epochs: int = 2, seed: int
             return shipped
     model, accuracy = _train(epochs, seed, progress, train_images)
     info = ClassifierInfo(VERSION, epochs, seed, accuracy, train_images or 50_000)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(model.state_dict(), str(folder / "model.tmp"))
-    (folder / "model.tmp").replace(folder / "model.safetensors")
-    (folder / "info.tmp").write_text(json.dumps(asdict(info)))
-    (folder / "info.tmp").replace(folder / "info.json")
+    with written_atomically(folder, f"the digit classifier {folder}", "free space and run the command again") as temporary:
+        temporary.mkdir(parents=True)
+        save_file(model.state_dict(), str(temporary / "model.safetensors"))
+        (temporary / "info.json").write_text(json.dumps(asdict(info)))
     return model, info
 
 
