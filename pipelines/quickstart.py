@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # (docs/history.md, "How the quickstart's prior and sampling defaults were chosen"): 4 layers x 128,
 # batch 32, lr 1e-3, fp32 gave 97.8% class accuracy (worst class 92%) against 92.2% (76%) at lr 6e-4;
 # 6 x 192 in bf16 (500 steps in the same minutes) 78.2%; bf16 is no faster at this size (0.91x).
-# Without dropout (one pass over the codes: nothing to overfit) 1500 steps took 3.0 minutes against
+# Without dropout (about one pass over the codes: little to overfit) 1500 steps took 3.0 minutes against
 # 5.3 (drawing dropout's masks is slow on the CPU), so 2000 steps take less time than 1500 with
 # dropout did and read as well (BENCHMARKS.md, "The quickstart, its prior and its sampling defaults":
 # 4.539 bits per code against 4.849; 97.6% against 97.8% of class samples the asked digit, 100 a class,

@@ -106,15 +106,15 @@ def generation() -> dict[str, str]:
 def quickstart() -> dict[str, str]:
     """The fresh-clone quickstart runs of one commit: their minutes, the install, and the judged
     figures, which every run shares (the record's runs trained the same weights bit for bit)."""
-    record = load("quickstart-fresh-clones-ecc84b6.json")
+    record = load("quickstart-fresh-clones-4166b7a.json")
     runs = record["runs"]
-    assert len(runs) >= 2 and len({json.dumps(run["weights_sha256"], sort_keys=True) for run in runs}) == 1
+    assert len(runs) >= 3 and len({json.dumps(run["weights_sha256"], sort_keys=True) for run in runs}) == 1
     assert len({json.dumps(run["summary"]["digits"], sort_keys=True) for run in runs}) == 1
     summary = runs[0]["summary"]
     digits = summary["digits"]
     minutes = sorted(run["summary"]["minutes"] for run in runs)
     return {
-        "minutes": " and ".join(f"{minute:.1f}" for minute in minutes),
+        "minutes": f"{minutes[0]:.1f}-{minutes[-1]:.1f}" if minutes[0] != minutes[-1] else f"{minutes[0]:.1f}",
         "install": f"{max(run['install_seconds'] for run in runs) / 60:.1f}",
         "accuracy": f"{100 * digits['class_conditional']['accuracy']:.1f}%",
         "worst": f"{100 * digits['class_conditional']['worst_class']:.0f}%",
@@ -204,6 +204,36 @@ def test_the_quickstart_paragraph_is_its_json():
     assert f"took {numbers['minutes']} minutes after an install of at most {numbers['install']}" in text
     assert f"{numbers['accuracy']} of class-conditional samples are read as the asked digit (worst class {numbers['worst']})" in text.replace("**", "")
     assert f"{numbers['recognisable']} of unconditional samples are recognisable, gFID {numbers['fid']} on 500" in text.replace("**", "")
+
+
+def test_the_quickstart_table_is_its_json():
+    """Section 6: each fresh clone's row, the run of the code before the prior's change the same
+    day, the spread of the minutes and the per-class shares."""
+    record = load("quickstart-fresh-clones-4166b7a.json")
+    section = BENCHMARKS.split("## 6. ", 1)[1].split("\n## ", 1)[0]
+
+    def cells(run: dict) -> str:
+        summary, judged = run["summary"], run["summary"]["digits"]
+        conditional = judged["class_conditional"]
+        return (f"{summary['minutes']:.1f} | {100 * conditional['accuracy']:.1f}% ({100 * conditional['worst_class']:.0f}%) | "
+                f"{100 * judged['unconditional']['recognisable']:.1f}% | {summary['fid']['fid']:.2f}")  # fmt: skip
+
+    for number, run in enumerate(record["runs"], 1):
+        assert f"\n| clone {number} | {cells(run)} |" in section, number
+    before = record["before"]
+    assert before["commit"] != record["commit"] and before["date"] == record["date"]
+    assert f"\n| before: {before['commit']}, the same day | {cells(before)} |" in section
+    # One tokenizer, bit for bit: the clones', the code before's, and the last record's clones'.
+    earlier = load("quickstart-fresh-clones-ecc84b6.json")["runs"][0]["weights_sha256"]["tokenizer"]
+    assert {run["weights_sha256"]["tokenizer"] for run in [*record["runs"], before]} == {earlier}
+    text = " ".join(section.split())
+    seconds = sorted(run[key] for run in record["runs"] for key in ("make_quickstart_seconds",))
+    tokenizer = sorted(run["tokenizer_training_seconds"] for run in record["runs"])
+    prior = sorted(run["prior_training_seconds"] for run in record["runs"])
+    assert (f"took {seconds[0]} to {seconds[-1]} seconds from one clone to the next (tokenizer {tokenizer[0]:.0f}-"
+            f"{tokenizer[-1]:.0f} s, prior {prior[0]:.0f}-{prior[-1]:.0f} s)") in text  # fmt: skip
+    shares = record["runs"][0]["summary"]["digits"]["class_conditional"]["per_class"]
+    assert "(per class " + ", ".join(f"{100 * shares[str(digit)]:.0f}" for digit in range(10)) + "%)" in text
 
 
 def test_the_benchmarks_summary_is_its_json():
