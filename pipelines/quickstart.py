@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # 6 x 192 in bf16 (500 steps in the same minutes) 78.2%; bf16 is no faster at this size (0.91x).
 # Without dropout (about one pass over the codes: little to overfit) 1500 steps took 3.0 minutes against
 # 5.3 (drawing dropout's masks is slow on the CPU), so 2000 steps take less time than 1500 with
-# dropout did and read as well (BENCHMARKS.md, "The quickstart, its prior and its sampling defaults":
+# dropout did and read as well (docs/history.md, "The quickstart's prior without dropout":
 # 4.539 bits per code against 4.849; 97.6% against 97.8% of class samples the asked digit, 100 a class,
 # worst class 95% against 93%).
 PRIOR_OVERRIDES = ("model.num_layers=4", "model.hidden_size=128", "model.num_heads=4", "batch_size=32",
