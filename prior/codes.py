@@ -15,7 +15,7 @@ from tokenizer.model import VQWAE
 
 
 @torch.no_grad()
-def encode_split(tokenizer: VQWAE, split, batch_size: int = 256, accelerator=None, desc: str = "encode") -> dict:
+def encode_split(tokenizer: VQWAE, split, batch_size: int = 64, accelerator=None, desc: str = "encode") -> dict:
     """Codes (N, h*w) long in raster order and labels (N,) of a split of `pixel_values`.
     With an accelerator, the split is sharded over processes and gathered back in order."""
     device = accelerator.device if accelerator else next(tokenizer.parameters()).device
@@ -52,7 +52,7 @@ def _read_cache(path: Path) -> tuple[dict, dict] | None:
     return meta, tensors
 
 
-def load_or_encode(cache_dir: str | Path, split_name: str, tokenizer: VQWAE, split, batch_size: int = 256,
+def load_or_encode(cache_dir: str | Path, split_name: str, tokenizer: VQWAE, split, batch_size: int = 64,
                    accelerator=None) -> dict:  # fmt: skip
     """Codes of `split` from `<cache_dir>/<split_name>.safetensors`, encoding and writing it first if
     absent. A cache written for another tokenizer or split is refused, never reused."""

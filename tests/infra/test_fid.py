@@ -141,3 +141,36 @@ def test_reference_statistics_are_cached(mnist_images, monkeypatch):
     monkeypatch.setattr(fid_score, "reference_images", lambda *args: 255 - reference_images(*args))
     third = fid_score.compute_fid(mnist_images[:6], "mnist:test", reference_n=10)
     assert calls == [10, 6, 6, 10, 6] and abs(third.fid - first.fid) > 1.0
+
+
+def test_the_shipped_reference_features_are_the_extractors(mnist_images):
+    """models/fid-reference-mnist holds the features of the first 500 MNIST test images at 32 px,
+    named by the tag this machine computes for them; its rows are the extractor's features."""
+    weights = fid_score.resolve_inception_weights()
+    tag = fid_score.reference_tag("mnist:test", fid_score.reference_images("mnist:test", 32, 1, 500), weights)
+    shipped = fid_score.shipped_reference_features(tag, 500)
+    assert shipped is not None and shipped.shape == (500, 2048)
+    np.testing.assert_allclose(shipped[:16].numpy(), features(mnist_images[:16]), rtol=1e-4, atol=1e-4)
+    assert fid_score.shipped_reference_features(tag[:-4] + "0000", 500) is None  # other images, same count
+
+
+def test_the_quickstarts_reference_costs_no_inception(mnist_images, monkeypatch):
+    """With an empty cache, FID against the first 500 test images runs the extractor on the samples
+    only, and scores the distance the shipped features give."""
+    calls = []
+    original = fid_score.inception_features
+    monkeypatch.setattr(
+        fid_score, "inception_features", lambda images, *a, **k: calls.append(len(images)) or original(images, *a, **k)
+    )
+    result = fid_score.compute_fid(mnist_images[20:40], "mnist:test", reference_n=500)
+    assert calls == [20] and result.reference_n == 500
+    weights = fid_score.resolve_inception_weights()
+    tag = fid_score.reference_tag("mnist:test", fid_score.reference_images("mnist:test", 32, 1, 500), weights)
+    expected = frechet(fid_score.shipped_reference_features(tag, 500).numpy(), features(mnist_images[20:40]))
+    assert result.fid == pytest.approx(expected, rel=1e-3)
+
+
+def test_damaged_shipped_features_are_computed_instead(tmp_path):
+    (tmp_path / "features.safetensors").write_bytes(b"not safetensors")
+    with pytest.warns(UserWarning, match="damaged"):
+        assert fid_score.shipped_reference_features("any", 500, folder=tmp_path) is None
