@@ -7,7 +7,8 @@
 Class-conditional samples (a class-conditional prior): the share the classifier judges the asked
 digit, overall and per class. Unconditional samples: the share it classifies with confidence
 >= 0.9 (recognisable). --fid-n N adds the Inception FID of N unconditional samples against the
-first N MNIST test images (equal counts: small-sample FID reads high). Sampling settings left out are the pipeline's own defaults. The
+first N MNIST test images (equal counts: small-sample FID reads high): the first N of the judged
+ones, so FID and verdict describe the same images (drawn apart when N is more than were judged). Sampling settings left out are the pipeline's own defaults. The
 classifier (infra/metrics/digit_classifier.py) is the one shipped in models/digit-classifier-mnist (or
 a cached one); its test accuracy is printed with every result. Prints JSON; `--out FILE` also writes it there as a
 results record, with the date and the command that measured it.
@@ -24,14 +25,15 @@ import torch
 from infra.config import CommandLine, check_arguments, provenance, run_cli
 from infra.files import write_record
 from infra.metrics.digit_classifier import judge, load_classifier
+from infra.metrics.fid_score import compute_fid
 from pipelines.pipeline_vqwae import VQWAEPipeline
 
 
 def evaluate_samples(pipe: VQWAEPipeline, per_class: int = 50, num_unconditional: int = 500, fid_n: int = 0,
                      seed: int = 0, **sampling) -> dict:  # fmt: skip
     """The classifier's verdict on `per_class` samples of every class (class-conditional priors)
-    and on `num_unconditional` samples, and optionally their FID; `sampling` overrides the pipeline's
-    defaults (temperature, top_k, top_p, guidance_scale)."""
+    and on `num_unconditional` samples, and optionally the FID of the first `fid_n` of them;
+    `sampling` overrides the pipeline's defaults (temperature, top_k, top_p, guidance_scale)."""
     config = pipe.tokenizer.config
     if (config.in_channels, config.image_size) != (1, 32):
         raise ValueError(f"the digit classifier judges 1 x 32 x 32 digits; this pipeline makes "
@@ -55,7 +57,9 @@ def evaluate_samples(pipe: VQWAEPipeline, per_class: int = 50, num_unconditional
         images = pipe(n=num_unconditional, generator=torch.Generator().manual_seed(seed + 1), output_type="pt",
                       progress=False, **unconditional_sampling).images  # fmt: skip
         result["unconditional"] = {"samples": num_unconditional, "recognisable": judge(classifier, images).recognisable()}
-    if fid_n:
+    if fid_n and fid_n <= num_unconditional:  # the judged samples themselves
+        result["gfid"] = asdict(compute_fid(images[:fid_n], "mnist:test", reference_n=fid_n))
+    elif fid_n:
         result["gfid"] = asdict(pipe.fid(n=fid_n, reference="mnist:test", reference_n=fid_n, **unconditional_sampling))
     return result
 

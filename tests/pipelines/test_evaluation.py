@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from infra.metrics.digit_classifier import VERSION, judge
+from infra.metrics.fid_score import FIDResult
 from pipelines import evaluation
 from tests.readme_fixtures import tiny_pipeline
 
@@ -67,3 +68,18 @@ def evaluate_cli(folder):
     from infra.config import run_cli
 
     run_cli(lambda: evaluation.main(["--pipeline", str(folder)]))
+
+
+def test_fid_scores_the_judged_unconditional_samples(tmp_path, cached_classifier, monkeypatch):
+    """--fid-n N at most --unconditional: the FID is of the first N judged images, drawn once."""
+    pipe = tiny_pipeline(tmp_path / "pipe", image_size=32)
+    judged, scored, drawn = [], [], []
+    monkeypatch.setattr(evaluation, "judge", lambda model, images: judged.append(images) or judge(model, images))
+    monkeypatch.setattr(evaluation, "compute_fid", lambda images, reference, reference_n: scored.append(
+        (images, reference, reference_n)) or FIDResult(1.0, len(images), reference, reference_n, "stub"))  # fmt: skip
+    call = type(pipe).__call__
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, *a, **k: drawn.append(k["n"]) or call(self, *a, **k))
+    result = evaluation.evaluate_samples(pipe, per_class=0, num_unconditional=12, fid_n=8)
+    assert drawn == [12] and len(judged) == 1 and result["gfid"]["n"] == 8
+    images, reference, reference_n = scored[0]
+    assert torch.equal(images, judged[0][:8]) and (reference, reference_n) == ("mnist:test", 8)
