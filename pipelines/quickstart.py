@@ -34,7 +34,7 @@ from pipelines.pipeline_vqwae import VQWAEPipeline
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# A small prior so the whole job fits in 10-15 minutes on 2 CPU cores, chosen with
+# A small prior so the whole job takes about 10 minutes on 2 CPU cores, chosen with
 # `python -m benchmarks.prior_recipe --judge-per-class 50` on the quickstart tokenizer's codes
 # (docs/history.md, "How the quickstart's prior and sampling defaults were chosen"): 4 layers x 128,
 # batch 32, lr 1e-3, fp32 gave 97.8% class accuracy (worst class 92%) against 92.2% (76%) at lr 6e-4;
