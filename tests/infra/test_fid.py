@@ -143,11 +143,16 @@ def test_reference_statistics_are_cached(mnist_images, monkeypatch):
     assert calls == [10, 6, 6, 10, 6] and abs(third.fid - first.fid) > 1.0
 
 
+def quickstart_reference_tag() -> str:
+    """The tag this machine computes for the quickstart's reference: the first 500 test images, 32 px."""
+    images = fid_score.reference_images("mnist:test", 32, 1, 500)
+    return fid_score.reference_tag("mnist:test", images, fid_score.resolve_inception_weights())
+
+
 def test_the_shipped_reference_features_are_the_extractors(mnist_images):
     """models/fid-reference-mnist holds the features of the first 500 MNIST test images at 32 px,
     named by the tag this machine computes for them; its rows are the extractor's features."""
-    weights = fid_score.resolve_inception_weights()
-    tag = fid_score.reference_tag("mnist:test", fid_score.reference_images("mnist:test", 32, 1, 500), weights)
+    tag = quickstart_reference_tag()
     shipped = fid_score.shipped_reference_features(tag, 500)
     assert shipped is not None and shipped.shape == (500, 2048)
     np.testing.assert_allclose(shipped[:16].numpy(), features(mnist_images[:16]), rtol=1e-4, atol=1e-4)
@@ -164,9 +169,8 @@ def test_the_quickstarts_reference_costs_no_inception(mnist_images, monkeypatch)
     )
     result = fid_score.compute_fid(mnist_images[20:40], "mnist:test", reference_n=500)
     assert calls == [20] and result.reference_n == 500
-    weights = fid_score.resolve_inception_weights()
-    tag = fid_score.reference_tag("mnist:test", fid_score.reference_images("mnist:test", 32, 1, 500), weights)
-    expected = frechet(fid_score.shipped_reference_features(tag, 500).numpy(), features(mnist_images[20:40]))
+    shipped = fid_score.shipped_reference_features(quickstart_reference_tag(), 500)
+    expected = frechet(shipped.numpy(), features(mnist_images[20:40]))
     assert result.fid == pytest.approx(expected, rel=1e-3)
 
 
