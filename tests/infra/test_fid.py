@@ -175,6 +175,6 @@ def test_the_quickstarts_reference_costs_no_inception(mnist_images, monkeypatch)
 
 
 def test_damaged_shipped_features_are_computed_instead(tmp_path):
-    (tmp_path / "features.safetensors").write_bytes(b"not safetensors")
+    (tmp_path / "features.npz").write_bytes(b"not an npz")
     with pytest.warns(UserWarning, match="damaged"):
         assert fid_score.shipped_reference_features("any", 500, folder=tmp_path) is None
