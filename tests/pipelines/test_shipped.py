@@ -53,7 +53,7 @@ def test_sixteen_digits_in_one_call(pipe):
 def test_a_digit_classifier_reads_its_class_conditional_samples_as_the_asked_digit(pipe, small_digit_classifier):
     """Five samples of every digit at the pipeline's defaults; the classifier (trained here on
     6,000 training images, about 95% right on real digits) must read at least 80% of them, and 2
-    of 5 in every class, as asked (the full classifier reads 95.0% of 1,000: section 9; a pipeline
+    of 5 in every class, as asked (the full classifier reads 95.0% of 1,000: its BENCHMARKS.md section; a pipeline
     that ignores the label would score about 10%)."""
     _, classifier, info = small_digit_classifier
     labels = torch.arange(10).repeat_interleave(5)

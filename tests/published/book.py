@@ -15,6 +15,16 @@ HISTORY = (ROOT / "docs" / "history.md").read_text()
 SUMMARY = BENCHMARKS.split("## Summary", 1)[1].split("\n## ", 1)[0]
 
 
+def section(title: str) -> str:
+    """The results book's section whose title (after its number, which moves when the book is
+    reorganised) starts with `title`, heading line included."""
+    for part in BENCHMARKS.split("\n## ")[1:]:
+        heading = part.split("\n", 1)[0]
+        if heading.split(". ", 1)[-1].startswith(title):
+            return part
+    raise KeyError(f"no BENCHMARKS.md section titled {title!r}")
+
+
 def load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
 

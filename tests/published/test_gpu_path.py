@@ -11,7 +11,7 @@ def assert_contiguous(chunks: list[dict]) -> None:
 
 
 def test_the_h200_suite_is_its_json():
-    """The H200 step times (summary row, section 1 and A5's table) and A5's 100-epoch chunk table,
+    """The H200 step times (summary row, the 1,500-step section and A5's table) and A5's 100-epoch chunk table,
     from gpu-h200-2026-11-30.json."""
     record = load("gpu-h200-2026-11-30.json")
     ms = {label: f"{value:.2f}" for label, value in record["step_ms"].items() if isinstance(value, float)}

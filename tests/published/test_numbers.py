@@ -11,6 +11,7 @@ import re
 import pytest
 
 from tests.helpers import ROOT
+from tests.published import book
 from tests.published.book import BENCHMARKS, HISTORY, README, SUMMARY, load, spread, table
 
 # Numbers without a JSON record, as printed: absent from README and the summary, daggered in the sections.
@@ -50,7 +51,7 @@ def floor() -> dict[str, dict[str, str]]:
 
 
 def test_the_tokenizer_floor_is_its_json():
-    """README's floor sentence, the summary row and section 2's table, from the 10k record."""
+    """README's floor sentence, the summary row and the 10-epoch section's table, from the 10k record."""
     numbers = floor()
     wae, fsq = numbers["vq-wae"], numbers["fsq"]
     readme = " ".join(README.split())
@@ -69,7 +70,7 @@ def test_the_tokenizer_floor_is_its_json():
 
 def test_the_cpu_prior_pace_is_its_json():
     """The CPU recipe's minutes at the recorded pace (300 steps, scaled to the recipe's 2,500) in
-    README, the summary and section 3; the old commit's side-by-side seconds in section 3."""
+    README, the summary and the generation section; the old commit's side-by-side seconds in A14."""
     record = load("prior-cpu-pace-2026-11-30.json")
     run = record["runs"]["pace-300"]
     assert (run["layers"], run["hidden"], run["batch_size"], run["mixed_precision"]) == (6, 256, 64, "bf16")
@@ -130,7 +131,7 @@ def quickstart(name: str = QUICKSTART) -> dict[str, str]:
 
 
 def quickstart_row(run: dict) -> dict[str, str]:
-    """One quickstart run's figures as section 6 prints them (minutes by make's clock)."""
+    """One quickstart run's figures as the quickstart section prints them (minutes by make's clock)."""
     summary, judged = run["summary"], run["summary"]["digits"]
     return {"minutes": f"{run['make_quickstart_seconds'] / 60:.1f}",
             "accuracy": f"{100 * judged['class_conditional']['accuracy']:.1f}%",
@@ -157,7 +158,7 @@ def ot_gaps() -> dict[str, list[float]]:
 
 
 def test_the_ot_gap_paragraph_is_its_json():
-    """Section 1's in-training OT check, and the rerun's test PSNR equal to the 3-seed table's."""
+    """The 1,500-step section's in-training OT check, and the rerun's test PSNR equal to the 3-seed table's."""
     gaps = ot_gaps()
     text = " ".join(BENCHMARKS.split())
     seeds = ", +".join(f"{100 * gap:.2f}%" for gap in gaps["mean"][:2])
@@ -204,14 +205,41 @@ def test_the_generation_table_is_its_json():
     tokenizer = load("tokenizer-floor-mnist-10ep-seed0.json")["runs"]["vq-wae"]["0"]["test"]
     assert floor == {key: tokenizer[key] for key in floor}
     assert again[0] == f"the current recipe, {floor['psnr']:.2f} dB, rFID floor {floor['rfid']:.2f}"
-    section = BENCHMARKS.replace("**", "").split("The same recipe on the current recipe's tokenizer")[1]
-    for name, label in (("unconditional", "unconditional"), ("class-conditional g=1.5", "class-conditional, guidance 1.5")):
-        fids = [f"{record['gfid']['settings'][name]['fid'][count]:.2f}" for count in ("1000", "2000", "5000", "10000")]
-        assert f"\n| {label} | {' | '.join(fids)} | {floor['rfid']:.2f} |" in section, label
-    run = record["prior"]["runs"]["cpu-recipe"]
-    curve = ", ".join(f"{value:.3f}" for value in run["curve"].values())
-    assert f"{run['bits_per_code']:.3f} validation bits per code ({curve} at steps 500-2500" in section
     assert f"{numbers['gpu_minutes']} minutes on one H100" in README
+
+
+def test_the_generation_sections_table_is_its_records():
+    """BENCHMARKS.md's generation table: every prior's gFID at 10,000 samples (at 1,000 in
+    brackets) from its record, with the prior's validation bits and its tokenizer's floor."""
+    section = book.section("Generation").replace("**", "")
+    rows = {}
+    for line in section[section.index("| tokenizer, 10 epochs") :].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[(cells[0], cells[1])] = cells[2:5]
+
+    def cells(settings: dict, names: tuple) -> list[str]:
+        return [f"{settings[name]['fid']['10000']:.2f} ({settings[name]['fid']['1000']:.2f})" if name else "" for name in names]
+
+    gpu = load("gpu-prior-h100-2026-11-27.json")
+    floor = load("gfid-mnist-10ep-floor-cpu-2026-11-30.json")
+    shipped = {**load("shipped-mnist-gfid-unconditional.json")["settings"], **load("shipped-mnist-gfid-class-conditional.json")["settings"]}
+    tokenizer = load("shipped-mnist-tokenizer-test.json")
+    bits = json.loads((ROOT / "models" / "vqwae-mnist" / "pipeline_config.json").read_text())["validation_bits_per_code"]
+    before = "the recipe before the dual steps, 35.52 dB (3.94†)"
+    all_three, guided = ("unconditional", "class-conditional g=1", "class-conditional g=1.5"), ("unconditional", None, "class-conditional g=1.5")
+    expected = {
+        (before, f"GPU ({gpu['call_2']['final_bits_per_code']:.3f})"): cells(gpu["gfid_of_call_2"]["settings"], all_three),
+        (before, "CPU (5.996†)"): cells(load("gfid-mnist-10ep-cpu.json")["settings"], all_three),
+        (f"the current recipe, {floor['tokenizer_floor']['psnr']:.2f} dB ({floor['tokenizer_floor']['rfid']:.2f})",
+         f"CPU ({floor['prior']['runs']['cpu-recipe']['bits_per_code']:.3f})"): cells(floor["gfid"]["settings"], guided),
+        (f"the shipped pipeline's, {tokenizer['psnr']:.2f} dB ({tokenizer['rfid']['fid']:.2f} on 1,000)", f"CPU ({bits:.3f})"):
+            cells(shipped, guided),
+        ("the paper, 100 epochs (2.4)", "PixelCNN"): ["8.17", "3.96", ""],
+    }  # fmt: skip
+    assert rows == expected
+    assert all(f"\n{command}\n" in section for command in floor["commands"].values())  # the current recipe's row
 
 
 def test_the_quickstart_paragraph_is_its_json():
@@ -223,10 +251,10 @@ def test_the_quickstart_paragraph_is_its_json():
 
 
 def test_the_quickstart_table_is_its_json():
-    """Section 6: each fresh clone's row (minutes by make's clock), the rows of the two commits
+    """The quickstart section: each fresh clone's row (minutes by make's clock), the rows of the two commits
     before (three clones each, the same day), the seconds and the per-class shares."""
     record = load(QUICKSTART)
-    section = BENCHMARKS.split("## 6. ", 1)[1].split("\n## ", 1)[0]
+    section = book.section("The quickstart")
 
     def cells(numbers: dict) -> str:
         return (f"{numbers['minutes']} | {numbers['accuracy']} ({numbers['worst']}) | {numbers['recognisable']} | "
@@ -235,11 +263,9 @@ def test_the_quickstart_table_is_its_json():
     for number, run in enumerate(record["runs"], 1):
         assert f"\n| clone {number} | {cells(quickstart_row(run))} |" in section, number
     sha = {json.dumps(record["runs"][0]["weights_sha256"], sort_keys=True)}
-    for name in QUICKSTART_BEFORE:
+    for name in QUICKSTART_BEFORE:  # the same weights, bit for bit, in every clone of the three commits
         before = load(name)
         assert before["date"] == record["date"] and before["commit"] != record["commit"]
-        assert f"\n| before: {before['commit']}, three clones | {cells(quickstart(name))} |" in section, name
-        # The same weights, bit for bit, in every clone of the three commits.
         assert {json.dumps(run["weights_sha256"], sort_keys=True) for run in before["runs"]} == sha
     earlier = load("quickstart-fresh-clones-ecc84b6.json")["runs"][0]["weights_sha256"]["tokenizer"]
     assert record["runs"][0]["weights_sha256"]["tokenizer"] == earlier
@@ -256,9 +282,11 @@ def test_the_quickstart_table_is_its_json():
         return sorted(round(run["make_quickstart_seconds"] - run["tokenizer_training_seconds"] - run["prior_training_seconds"])
                       for run in runs)  # fmt: skip
 
-    old = outside(load(QUICKSTART_BEFORE[1])["runs"])
-    new = outside(record["runs"] + load(QUICKSTART_BEFORE[0])["runs"])
-    assert f"fell from {old[0]}-{old[-1]} s in 4166b7a's clones to {new[0]}-{new[-1]} s in the six of 5417afd and f7d23c5" in text
+    now = outside(record["runs"])
+    assert f"Outside the two trainings {now[0]}-{now[-1]} s remain" in text
+    old, new = outside(load(QUICKSTART_BEFORE[1])["runs"]), outside(record["runs"] + load(QUICKSTART_BEFORE[0])["runs"])
+    history = " ".join(HISTORY.split("## A16. ", 1)[1].split("\n## ", 1)[0].split())
+    assert f"the clones of 4166b7a spent {old[0]}-{old[-1]} s, those of 5417afd and f7d23c5 {new[0]}-{new[-1]} s" in history
 
 
 def test_the_quickstarts_history_is_its_json():
@@ -362,7 +390,7 @@ def test_appendix_commits_are_the_ones_git_records():
 
 
 def test_the_batch_size_probe_is_its_json():
-    """Section 2's batch-size table, its differences and the seed spread, and the summary row, from
+    """The 10-epoch section's batch-size table, its differences and the seed spread, and the summary row, from
     the record; its batch-32 row is the 10k floor record's run and the steps are 10 epochs."""
     record = load("batch-size-mnist-10ep-2026-12-01.json")
     runs = record["runs"]
@@ -385,5 +413,5 @@ def test_the_batch_size_probe_is_its_json():
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert (f"batch 64: {psnr['64']:.2f} dB, batch 128: {psnr['128']:.2f} dB, against {psnr['32']:.2f} at batch 32"
             in summary)  # fmt: skip
-    section_2 = " ".join(BENCHMARKS.split("## 2. ", 1)[1].split("\n## ", 1)[0].split())
+    section_2 = " ".join(book.section("Ten epochs").split())
     assert f"score {psnr['64']:.2f} and {psnr['128']:.2f} dB against batch 32's {psnr['32']:.2f}" in section_2

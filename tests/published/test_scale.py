@@ -1,11 +1,11 @@
-"""The scale numbers BENCHMARKS.md prints (section 8), against the results JSON that wrote them:
+"""The scale numbers BENCHMARKS.md prints (its scale section), against the results JSON that wrote them:
 the OT term's time and peak over K and grid, and the first steps of the 32x32 x 16,384 run."""
 
 from __future__ import annotations
 
-from tests.published.book import BENCHMARKS, HISTORY, README, SUMMARY, load
+from tests.published.book import HISTORY, README, SUMMARY, load, section
 
-SECTION = BENCHMARKS.split("## 8. Scale", 1)[1].split("\n## ", 1)[0]
+SECTION = section("Scale")
 RULE = HISTORY.split("## A22. The relaxation's rule at large K", 1)[1].split("\n## ", 1)[0]
 
 
@@ -67,7 +67,7 @@ LARGE_K = {"VQ-WAE": "vq-wae", "VQ-VAE": "vq-vae", "VQ-EMA": "vq-ema", "FSQ": "f
 
 def test_the_large_k_table_is_its_json():
     """Each row of the code-use-at-large-K table from its run's test scores (command, codes, FSQ's
-    levels), and the K = 512 figures the prose gives from section 1's seed 0."""
+    levels), and the K = 512 figures the prose gives from the 1,500-step table's seed 0."""
     small = {"VQ-WAE": load("compare-mnist-1500-dual-default.json")["runs"]["vq-wae-dual20-c8"]["0"]}
     small |= {label: load("compare-mnist-1500.json")["runs"][name]["0"] for label, name in LARGE_K.items() if label != "VQ-WAE"}
     small_steps = load("compare-mnist-1500-curves.json")["step_time"]
@@ -134,7 +134,7 @@ def test_the_large_k_summary_row_is_its_json():
 def test_the_relaxation_rule_table_is_its_json():
     """The relaxation table and the unused codes' distances (history A22), from their records: the
     relaxation-1 rows from the large-K records' validation scores, the levers from their run, the
-    test row from tokenizer.evaluation's record; section 8 keeps the test row's headline."""
+    test row from tokenizer.evaluation's record; the scale section keeps the test row's headline."""
     levers = load("k16384-levers-validation.json")
     assert levers["split"] == "validation" and levers["steps"] == 1500 and levers["seeds"] == [0]
     assert levers["variants"]["vq-wae-relax16"][-1] == "model.transport.code_relaxation=16"
@@ -170,9 +170,9 @@ def test_the_relaxation_rule_table_is_its_json():
 
 
 def test_the_colour_large_k_table_is_its_json():
-    """Section 8's colour rows: each variant's test-crop scores and its code use on 10,240 train
+    """The scale section's colour rows: each variant's test-crop scores and its code use on 10,240 train
     crops, from the colour large-K records (the recipe's default relaxation rule, FSQ at its
-    paper's levels), beside section 7's K = 512 seed 0 of the same recipe."""
+    paper's levels), beside the colour section's K = 512 seed 0 of the same recipe."""
     printed = SECTION.split("| K | variant, colour photos |", 1)[1].splitlines()[2:]
     expected = []
     for size, fsq_codes in ((4096, 4375), (16384, 15360)):

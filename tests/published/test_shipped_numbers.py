@@ -1,4 +1,4 @@
-"""The shipped pipeline's numbers in README.md, the summary and section 9, against its records
+"""The shipped pipeline's numbers in README.md, the summary and its BENCHMARKS.md section, against its records
 (tokenizer.evaluation's and pipelines.evaluation's on models/vqwae-mnist) and its own files."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 from pipelines.ship import SHIPPED, folder_megabytes
-from tests.published.book import BENCHMARKS, README, SUMMARY, load, table
+from tests.published.book import README, SUMMARY, load, section, table
 
-SECTION = BENCHMARKS.split("## 9. The shipped pipeline", 1)[1].split("\n## ", 1)[0]
+SECTION = section("The shipped pipeline")
 
 
 def numbers() -> dict[str, str]:
@@ -38,7 +38,7 @@ def test_readme_and_the_summary_print_the_records():
             f"digit (worst class {n['worst']}), {n['recognisable']} of unconditional ones recognisable") in summary  # fmt: skip
 
 
-def test_section_9_prints_the_records_and_the_folder():
+def test_its_section_prints_the_records_and_the_folder():
     n = numbers()
     text = " ".join(SECTION.split())
     assert f"{n['size']} in all" in text
@@ -50,7 +50,7 @@ def test_section_9_prints_the_records_and_the_folder():
             f"digit {n['worst_digit']}); {n['recognisable']} of {n['unconditional_samples']} unconditional ones recognisable |") in text  # fmt: skip
     config = json.loads((SHIPPED / "pipeline_config.json").read_text())
     floor = load("gfid-mnist-10ep-floor-cpu-2026-11-30.json")["prior"]["runs"]["cpu-recipe"]["bits_per_code"]
-    assert f"| {config['validation_bits_per_code']:.3f} bits per code (the same recipe on section 4's tokenizer: {floor:.3f}) |" in text
+    assert f"| {config['validation_bits_per_code']:.3f} bits per code (the same recipe on section 3's current tokenizer: {floor:.3f}) |" in text
     defaults = json.loads((SHIPPED / "prior" / "generation_config.json").read_text())
     assert (defaults["temperature"], defaults["top_k"], defaults["guidance_scale"], defaults["unconditional"]) == (1.0, 64, 1.0, "classes")
     assert "(temperature 1, top-k 64, no guidance; unconditional through classes)" in text
@@ -62,8 +62,8 @@ def test_section_9_prints_the_records_and_the_folder():
 
 def test_the_gfid_sentences_are_their_records():
     """Both gFID settings of the shipped pipeline (10k plain samples, the same seed and reference) in
-    section 9, the summary and README's generation table, beside the same prior recipe on section 4's tokenizer."""
-    fids, before = {}, load("gfid-mnist-10ep-floor-cpu-2026-11-30.json")["gfid"]["settings"]
+    its section, the summary and README's generation table (the generation section's table checks its row)."""
+    fids = {}
     for name, setting in (("unconditional", "unconditional"), ("class-conditional", "class-conditional g=1.5")):
         record = load(f"shipped-mnist-gfid-{name}.json")
         assert record["pipeline"] == "models/vqwae-mnist" and record["n"] == record["reference_n"] == 10000
@@ -71,14 +71,9 @@ def test_the_gfid_sentences_are_their_records():
         assert record["seed"] == 0 and record["reference"] == "mnist:test"
         fids[name] = {count: f"{value:.2f}" for count, value in record["settings"][setting]["fid"].items()}
     assert load("shipped-mnist-gfid-class-conditional.json")["settings"]["class-conditional g=1.5"]["guidance_scale"] == 1.5
-    was = {name: f"{before[setting]['fid']['10000']:.2f}" for name, setting in
-           (("unconditional", "unconditional"), ("class-conditional", "class-conditional g=1.5"))}  # fmt: skip
     text = " ".join(SECTION.replace("**", "").split())
+    generation = " ".join(section("Generation").replace("**", "").split())
     uncond, cond = fids["unconditional"], fids["class-conditional"]
-    assert (f"unconditional {uncond['10000']} ({uncond['1000']} at 1,000 samples); the same recipe on section 4's "
-            f"tokenizer scored {was['unconditional']}") in text  # fmt: skip
-    assert (f"Class-conditional at guidance 1.5: {cond['10000']} ({cond['1000']} at 1,000 samples), against "
-            f"{was['class-conditional']} there") in text  # fmt: skip
     summary = " ".join(SUMMARY.replace("**", "").split())
     assert f"gFID on 10k plain samples: unconditional {uncond['10000']}, class-conditional {cond['10000']} (guidance 1.5)" in summary
     defaults = load("shipped-mnist-gfid-defaults.json")
@@ -87,7 +82,9 @@ def test_the_gfid_sentences_are_their_records():
     assert (defaults["sampling"]["top_k"], defaults["sampling"]["unconditional"]) == (shipped["top_k"], shipped["unconditional"])
     at_defaults = {name: f"{setting['fid']['10000']:.2f}" for name, setting in defaults["settings"].items()}
     assert (f"unconditional {at_defaults['unconditional']}, class-conditional {at_defaults['class-conditional g=1']}. "
-            "Not comparable with the paper's figures") in text  # fmt: skip
+            "Not comparable with the paper's figures") in generation  # fmt: skip
+    assert (f"gFID on 10,000 plain samples: unconditional {uncond['10000']}, class-conditional {cond['10000']} at guidance "
+            f"1.5; at its own defaults {at_defaults['unconditional']} and {at_defaults['class-conditional g=1']}") in text  # fmt: skip
     row = next(cells for label, cells in table("generation, gFID").items() if "`models/vqwae-mnist`" in label)
     tokenizer = load("shipped-mnist-tokenizer-test.json")
     assert row == [f"the current recipe, trained again, {tokenizer['psnr']:.2f} dB", uncond["10000"],

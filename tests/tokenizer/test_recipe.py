@@ -35,7 +35,7 @@ def recipe_settings(config: TokenizerTrainConfig) -> dict:
 
 
 def test_the_defaults_are_the_recipe_mnist_yaml_measures():
-    """What BENCHMARKS.md measured (section 0) is what a bare VQWAEConfig() and run config build."""
+    """What BENCHMARKS.md measured is what a bare VQWAEConfig() and run config build."""
     config = TokenizerTrainConfig()
     assert asdict(config.model.transport) == dict(
         solver="sinkhorn", scope="global", learn_code_weights=False, epsilon=0.1, iterations=10,
