@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.published.book import BENCHMARKS, HISTORY, README, SUMMARY, load, spread, table
+from tests.published.book import BENCHMARKS, HISTORY, README, SUMMARY, load, section, spread, table
 
 COLOUR = {"VQ-WAE (ours)": "vq-wae", "FSQ": "fsq", "VQ-VAE (ours, same backbone)": "vq-vae",
           "VQ-EMA (k-means, dead-code expiry)": "vq-ema"}  # fmt: skip
@@ -82,3 +82,23 @@ def test_the_colour_relaxation_check_is_its_json():
     assert (f"uses all {sixteen['codes_used']['mean']:.0f} codes (perplexity {sixteen['perplexity']['mean']:.1f} against "
             f"{one['perplexity']['mean']:.1f}) for {one['psnr']['mean'] - sixteen['psnr']['mean']:.2f} dB"
             ) in " ".join(BENCHMARKS.split())  # fmt: skip
+
+
+def test_the_books_colour_table_is_its_json():
+    """The colour section's table: every cell mean (min-max) over the three seeds, the step ratio
+    side by side, the 40 CIFAR images' PSNR / LPIPS, all from the record."""
+    record = load("compare-photos-1500.json")
+    lines = section("Colour photos").split("| variant | PSNR dB |", 1)[1].splitlines()[2:6]
+    printed = {line.strip("|").split("|")[0].strip(): [cell.strip() for cell in line.strip("|").split("|")[1:]] for line in lines}
+    assert list(printed) == ["vq-wae", "fsq", "vq-ema", "vq-vae"]
+    for name, cells in printed.items():
+        summary, cifar, timing = record["summary"][name], record["cifar_summary"][name], record["step_time"][name]
+        expected = [spread(summary["psnr"]), spread3(summary["ssim"]), spread3(summary["lpips"]), spread(summary["rfid"]),
+                    f"{summary['perplexity']['mean']:.1f} ({summary['perplexity']['min']:.1f}-{summary['perplexity']['max']:.1f})",
+                    f"{summary['codes_used']['mean']:.0f} ({summary['codes_used']['min']}-{summary['codes_used']['max']})",
+                    f"{timing['ratio']:.2f}x ({timing['step_ms']:.0f} ms)", f"{spread(cifar['psnr'])} / {spread3(cifar['lpips'])}"]  # fmt: skip
+        assert cells == expected, name
+
+
+def spread3(stats: dict) -> str:
+    return f"{stats['mean']:.3f} ({stats['min']:.3f}-{stats['max']:.3f})"
