@@ -49,6 +49,15 @@ def test_every_relative_link_and_anchor_resolves(path):
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda path: path.name)
+def test_a_numbered_link_names_the_number_of_its_section(path):
+    """`[3](#3-...)`, `[section 3](BENCHMARKS.md#3-...)`: when the book is renumbered, the words of a
+    link must move with its anchor, or the reader is sent to one section by the number of another."""
+    links = re.findall(r"\[(?:section )?(\d+)\]\((?:[^)#\s]*)#(\d+)-", path.read_text())
+    wrong = [f"[{label}] -> #{number}-" for label, number in links if label != number]
+    assert not wrong, f"{path.name}: " + "; ".join(wrong)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda path: path.name)
 def test_no_references_a_reader_cannot_follow(path):
     text = path.read_text()
     for pattern in (r"\bissue \d+", r"PAPER\.md", r"\bthis session\b", r"\btoday\b"):
@@ -59,6 +68,7 @@ def test_no_references_a_reader_cannot_follow(path):
 def test_readme_is_short_and_benchmarks_open_with_a_summary():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 200
     benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    assert len(benchmarks.splitlines()) <= 440  # the current results; the history of the choices is docs/history.md
     summary = benchmarks.split("\n## Summary\n", 1)[1].split("\n## ", 1)[0]
     assert 5 <= len(summary.strip().splitlines()) <= 40
     # Every summary row names a command and links to the section that measured it.
