@@ -3,7 +3,7 @@ peak memory at batch 32, with the whole (latents x codes) matrix and within the 
 (`model.transport.memory_budget_mb`, solved in chunks), for every K and grid asked.
 
     python -m benchmarks.ot_scale --out FILE [--codes 512 2048 8192 16384] [--grids 8 16 32]
-        [--batch 32] [--rounds 3] [--budgets whole 1024] [--steps] [--figures FOLDER]
+        [--batch 32] [--rounds 3] [--budgets whole 2048] [--steps] [--figures FOLDER]
 
 Each size runs in a fresh process, so its peak memory is its own: on the CPU the peak resident
 set (VmHWM, reset after a first call; glibc told to unmap what is freed) over the resident set
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--grids", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--budgets", nargs="+", default=["whole", "1024"], help="MB, or `whole` (no chunks)")
+    parser.add_argument("--budgets", nargs="+", default=["whole", "2048"], help="MB, or `whole` (no chunks)")
     parser.add_argument("--figures", help="also draw the growth figure (ot-scale.png) into this folder")
     parser.add_argument("--steps", action="store_true",
                         help="also time the whole training step, VQ-WAE against VQ-VAE, at the first budget")  # fmt: skip

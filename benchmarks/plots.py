@@ -245,7 +245,7 @@ FIGURES = {
     "gfid-mnist-10ep-cpu.json": (generation_figures, "gFID against MNIST test, 10-epoch tokenizer, CPU prior (6 x 256)"),
     "gpu-prior-h100-2026-11-27.json": (gpu_prior_figures, "gFID against MNIST test, 10-epoch tokenizer, GPU prior (12 x 512)"),
     "batch-size-mnist-10ep-2026-12-01.json": (batch_size_figures, "MNIST VQ-WAE, 10 epochs, seed 0, lr 2e-3 x sqrt(batch / 32), 2-core CPU"),
-    "ot-scale-steps-cpu.json": (ot_scale_figures, "VQ-WAE's OT term and training step at batch 32, K 512-16,384, grids 8x8-32x32, 2-core CPU"),
+    "ot-scale-steps-cpu-2026-12-04.json": (ot_scale_figures, "VQ-WAE's OT term and training step at batch 32, K 512-16,384, grids 8x8-32x32, 2-core CPU"),
     "run-100ep-2026-12-01.json": (run_progress_figures, "MNIST VQ-WAE, the paper's 100 epochs (156,250 steps of batch 32), seed 0"),
 }
 

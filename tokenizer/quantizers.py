@@ -98,6 +98,9 @@ class _Quantizer(nn.Module):
         self.register_buffer("initialized", torch.tensor(codebook_init == "randn"))
         self._known_initialized = False  # host copy once seen True: reading the buffer syncs a GPU
         self.lookup_rows: int | None = None  # set: the lookup finds codes this many latents at a time
+        # Whether a loss differentiates the lookup's distances (POT's exact plan does); otherwise they
+        # are built without autograd, one (N, K) matrix instead of the graph's extra copy.
+        self.differentiable_distances = False
 
     @torch.no_grad()
     def _initialize_from(self, latents: torch.Tensor) -> None:
@@ -125,7 +128,7 @@ class _Quantizer(nn.Module):
             if not bool(self.initialized):
                 self._initialize_from(flat.detach())
             self._known_initialized = True
-        with torch.autocast(latents.device.type, enabled=False):
+        with torch.autocast(latents.device.type, enabled=False), self._distances_autograd():
             if self.lookup_rows is not None and flat.shape[0] > self.lookup_rows:
                 costs = CostRows.of_latents(flat.detach()[None], self.codebook.detach())
                 return flat, None, nearest_codes(costs, self.lookup_rows)[0]
@@ -133,6 +136,9 @@ class _Quantizer(nn.Module):
         # min(...).indices, not argmin: the same first-minimum indices, 2-3x faster on CPU (torch 2.14).
         codes = distances.detach().min(dim=-1).indices
         return flat, distances, codes
+
+    def _distances_autograd(self) -> torch.autograd.grad_mode.set_grad_enabled:
+        return torch.set_grad_enabled(torch.is_grad_enabled() and self.differentiable_distances)
 
     def encode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents (B, D, h, w) -> nearest codes (B, h, w)."""
@@ -192,6 +198,7 @@ class WassersteinQuantizer(_Quantizer):
         self.register_buffer("code_potential", torch.zeros(num_problems, codebook_size))
         # Past the memory budget the lookup and the OT term work in chunks of this many latents.
         self.lookup_rows = chunk_rows(1, codebook_size, transport.memory_budget_mb)
+        self.differentiable_distances = transport.solver == "exact"  # its cost's gradient is the plan
 
     def code_weights(self) -> torch.Tensor:
         """pi = softmax(logits): (num_problems, K)."""
@@ -215,7 +222,8 @@ class WassersteinQuantizer(_Quantizer):
         if _world_size() == 1:
             grid_distances = distances.view(batch, positions, -1)  # (B, h*w, K)
         else:
-            grid_distances = squared_distances(grid, self.codebook)  # (world*B, h*w, K)
+            with self._distances_autograd():
+                grid_distances = squared_distances(grid, self.codebook)  # (world*B, h*w, K)
         if self.transport_config.scope == "position":
             return grid_distances.permute(1, 2, 0)  # (h*w, K, B)
         return grid_distances.reshape(-1, self.codebook_size).t()[None]  # (1, K, B*h*w)

@@ -1,5 +1,11 @@
-"""The training solver in chunks of latents, for problems whose (latents x codes) cost matrix would
+"""The training solver in chunks of latents, for problems whose (latents x codes) matrices would
 pass `model.transport.memory_budget_mb` (a 32x32 grid of 32 images at K = 16,384 is 2.1 GB a copy).
+
+The budget bounds the (latents x codes) fp32 matrices the OT term holds at once, WORKING_COPIES of
+them: the dense solver keeps the costs and one work buffer (its absorbed plan, then its cell
+scores); in chunks, a chunk's cost rows and at most one matrix derived from them (every other step
+works on the rows in place). So the whole problem is solved densely when two copies of its matrix
+fit, and otherwise in chunks of latents of half the budget each.
 
 The same computation as `sinkhorn_transport(..., dense_plan=False)`, each pass over the latents a
 chunk at a time: costs come from `CostRows`, recomputed from the latents and codebook when the
@@ -21,20 +27,28 @@ from .transport import TransportResult, _bounded, _finish_potential, candidate_c
 from .transport_config import TransportConfig
 
 BYTES = 4  # fp32
+WORKING_COPIES = 2  # (latents x codes) matrices the OT term holds at once (see above)
 
 
 def squared_distances(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """||z_i - c_k||^2 for latents (..., N, D) and codebook (K, D) -> (..., N, K), in fp32."""
+    """||z_i - c_k||^2 for latents (..., N, D) and codebook (K, D) -> (..., N, K), in fp32. Where no
+    gradient is asked of either input, the result is the only (N, K) matrix built: the same
+    operations, in place, so the same values bit for bit."""
     latents, codebook = latents.float(), codebook.float()
-    return (latents.pow(2).sum(-1, keepdim=True) - 2.0 * latents @ codebook.t() + codebook.pow(2).sum(-1)).clamp_min(
-        0.0
-    )
+    if torch.is_grad_enabled() and (latents.requires_grad or codebook.requires_grad):
+        return (latents.pow(2).sum(-1, keepdim=True) - 2.0 * latents @ codebook.t() + codebook.pow(2).sum(-1)).clamp_min(
+            0.0
+        )
+    distances = 2.0 * latents @ codebook.t()  # (2 z) @ c^T, as above
+    torch.sub(latents.pow(2).sum(-1, keepdim=True), distances, out=distances)
+    return distances.add_(codebook.pow(2).sum(-1)).clamp_min_(0.0)
 
 
 @dataclass
 class CostRows:
     """A (P, N, K) cost matrix read a chunk of latents at a time: rows(start, stop) -> (P, stop -
-    start, K) fp32. `of_matrix` wraps a built (P, K, N) matrix (the solvers' layout)."""
+    start, K) fp32, a tensor of its own (the solver overwrites it). `of_matrix` wraps a built (P, K,
+    N) matrix (the solvers' layout)."""
 
     rows: Callable[[int, int], torch.Tensor]
     num_problems: int
@@ -44,7 +58,7 @@ class CostRows:
     @classmethod
     def of_matrix(cls, cost_matrix: torch.Tensor) -> CostRows:
         num_problems, num_codes, num_latents = cost_matrix.shape
-        return cls(lambda start, stop: cost_matrix[:, :, start:stop].transpose(1, 2).float(), num_problems,
+        return cls(lambda start, stop: cost_matrix[:, :, start:stop].transpose(1, 2).float().clone(), num_problems,
                    num_latents, num_codes)  # fmt: skip
 
     @classmethod
@@ -56,13 +70,14 @@ class CostRows:
 
 
 def chunk_rows(num_problems: int, num_codes: int, memory_budget_mb: float) -> int:
-    """How many latents a (P, rows, K) fp32 chunk of `memory_budget_mb` holds (at least one)."""
-    return max(1, int(memory_budget_mb * 2**20) // (num_problems * num_codes * BYTES))
+    """How many latents a chunk holds: WORKING_COPIES (P, rows, K) fp32 matrices within
+    `memory_budget_mb` (at least one latent)."""
+    return max(1, int(memory_budget_mb * 2**20) // (WORKING_COPIES * num_problems * num_codes * BYTES))
 
 
 def fits_budget(num_problems: int, num_latents: int, num_codes: int, memory_budget_mb: float) -> bool:
-    """True when the whole (P, N, K) fp32 matrix fits the budget (the dense solver's case)."""
-    return num_problems * num_latents * num_codes * BYTES <= memory_budget_mb * 2**20
+    """True when WORKING_COPIES of the whole (P, N, K) fp32 matrix fit the budget (the dense solver's case)."""
+    return WORKING_COPIES * num_problems * num_latents * num_codes * BYTES <= memory_budget_mb * 2**20
 
 
 def over_budget(setting: str, num_latents: int, num_codes: int, memory_budget_mb: float, remedy: str) -> str:
@@ -98,7 +113,8 @@ def chunked_sinkhorn_transport(
         offset = start + eps * code_mass.log()
 
         def absorbed_plan(start_row: int, stop_row: int) -> torch.Tensor:  # as _sinkhorn's, one chunk
-            scores = (offset - costs.rows(start_row, stop_row)).mul_(1.0 / eps)
+            scores = costs.rows(start_row, stop_row)
+            scores = torch.sub(offset, scores, out=scores).mul_(1.0 / eps)  # in the rows' own memory
             scores = scores.sub_(scores.amax(-1, keepdim=True)).clamp_(min=-40.0).exp_()
             return scores.mul_(latent_mass[:, start_row:stop_row] / scores.sum(-1, keepdim=True))
 
@@ -115,21 +131,26 @@ def chunked_sinkhorn_transport(
                     latent_sums = torch.bmm(plan, code_scaling.transpose(1, 2))
                     latent_scaling[:, first:last] = latent_mass[:, first:last] / latent_sums.clamp_min(1e-30)
                 code_sums += torch.bmm(latent_scaling[:, first:last].transpose(1, 2), plan)
+                del plan  # before the next chunk's is built
             code_scaling = code_mass / code_sums.clamp_min(1e-30)
             if relaxation > 0:
                 code_scaling = code_scaling.pow(tau / (tau + eps)).mul_(shrink)
         potential = start + eps * code_scaling.log()
 
         # Cells and dual steps: candidates found chunk by chunk, then (N, c) work as the dense solver.
+        def cell_of_rows(rows: torch.Tensor, potential: torch.Tensor) -> torch.Tensor:
+            return torch.sub(rows, potential, out=rows).min(-1, keepdim=True).indices
+
         def cells_of(potential: torch.Tensor) -> torch.Tensor:
-            return torch.cat([(costs.rows(*span) - potential).min(-1, keepdim=True).indices for span in chunks], 1)
+            return torch.cat([cell_of_rows(costs.rows(*span), potential) for span in chunks], 1)
 
         if config.dual_steps and 0 < config.dual_candidates < num_codes:
             found, found_cost = [], []
-            for first, last in chunks:
+            for first, last in chunks:  # the rows and their scores: the two working copies
                 rows = costs.rows(first, last)
                 found.append((rows - potential).topk(config.dual_candidates, dim=-1, largest=False).indices)
                 found_cost.append(rows.gather(-1, found[-1]))
+                del rows
             candidates, candidate_cost = torch.cat(found, dim=1), torch.cat(found_cost, dim=1)
             cells_of = candidate_cells(candidates, candidate_cost, num_codes)
         potential, cells, assigned_mass = dual_ascent(

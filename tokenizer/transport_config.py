@@ -34,9 +34,10 @@ class TransportConfig:
     # What the OT term pulls each latent towards: `nearest`, the code that decodes it, or `cell`,
     # its OT cell's code (the paper's gradient); the codebook is trained by OT either way.
     encoder_target: str = "nearest"
-    # The largest (latents x codes) fp32 matrix the OT term may hold, in MB: a problem over it is
-    # solved in chunks of latents (tokenizer/transport_chunked.py), the same result in O(chunk x K).
-    memory_budget_mb: float = 1024.0
+    # What the OT term's (latents x codes) fp32 matrices may hold at once, in MB (two copies: the
+    # costs and one work matrix): a problem past it is solved in chunks of latents
+    # (tokenizer/transport_chunked.py), the same result in O(chunk x K).
+    memory_budget_mb: float = 2048.0
     # torch.compile the solver alone (tokenizer/transport_compiled.py); slower on the 2-core CPU
     compile_solver: bool = False
 

@@ -5,21 +5,22 @@ import json
 from benchmarks.ot_scale import main
 
 
-def test_the_chunked_term_holds_a_fraction_of_the_whole_matrix(tmp_path):
-    """2,048 latents x 4,096 codes (a 32 MB fp32 matrix): with the whole matrix the OT term's peak
-    is at least that matrix; within a 1 MB budget (64 latents a chunk, 32 chunks) it is a few
-    chunks (the cost rows, their temporaries and the plan): measured 5.4-6.3 MB, under a third of
-    one matrix and a ninth of the whole term's peak."""
+def test_the_ot_term_holds_what_its_budget_says(tmp_path):
+    """8,192 latents x 4,096 codes (a 128 MB fp32 matrix): with the whole matrix the OT term holds
+    about two copies (the costs and the solver's work matrix; measured 264 MB, 395 before the
+    lookup's distances were built without autograd); within a 32 MB budget (1,024 latents a chunk,
+    8 chunks) it holds the budget and a few MB of latents, gradients and candidates (measured 38.7
+    MB; before the chunks worked in place, 135.6 MB in 4 chunks of 2,048: four chunk copies)."""
     out = tmp_path / "scale.json"
-    main(["--out", str(out), "--codes", "4096", "--grids", "8", "--rounds", "1", "--budgets", "whole", "1"])
+    main(["--out", str(out), "--codes", "4096", "--grids", "32", "--batch", "8", "--rounds", "1", "--budgets", "whole", "32"])
     record = json.loads(out.read_text())
     assert record["command"].startswith("python -m benchmarks.ot_scale --out")
     whole, chunked = record["rows"]
-    assert whole["latents"] == chunked["latents"] == 32 * 8 * 8 and whole["latents_x_codes"] == 2048 * 4096
-    assert (whole["budget_mb"], whole["chunks"]) == (None, 1) and (chunked["budget_mb"], chunked["chunks"]) == (1, 32)
-    matrix_mb = 2048 * 4096 * 4 / 2**20
-    assert whole["peak_mb"] >= matrix_mb, whole
-    assert chunked["peak_mb"] < matrix_mb / 3 and chunked["peak_mb"] < whole["peak_mb"] / 9, (chunked, whole)
+    assert whole["latents"] == chunked["latents"] == 8 * 32 * 32 and whole["latents_x_codes"] == 8192 * 4096
+    assert (whole["budget_mb"], whole["chunks"]) == (None, 1) and (chunked["budget_mb"], chunked["chunks"]) == (32, 8)
+    matrix_mb = 8192 * 4096 * 4 / 2**20
+    assert matrix_mb <= whole["peak_mb"] <= 2.25 * matrix_mb, whole
+    assert chunked["peak_mb"] <= 32 + 12, chunked
     assert whole["seconds"] > 0 and chunked["seconds"] > 0
 
 

@@ -10,9 +10,10 @@ RULE = HISTORY.split("## A22. The relaxation's rule at large K", 1)[1].split("\n
 
 
 def test_the_growth_table_is_its_two_jsons():
-    """Each row: the OT term alone, whole and within the budget (ot-scale-cpu.json), then the
-    training steps side by side (ot-scale-steps-cpu.json), at the same grid and K."""
-    record, steps = load("ot-scale-cpu.json"), load("ot-scale-steps-cpu.json")
+    """Each row: the OT term alone, whole and within the budget (ot-scale-cpu-2026-12-04.json), then
+    the training steps side by side (ot-scale-steps-cpu-2026-12-04.json), at the same grid and K;
+    the prose's and the summary's figures from them, and A25's before and after."""
+    record, steps = load("ot-scale-cpu-2026-12-04.json"), load("ot-scale-steps-cpu-2026-12-04.json")
     text = " ".join(SECTION.split())
     assert record["command"] in text and steps["command"] in text and steps["batch"] == 32 and steps["rounds"] == 2
     table = SECTION.split("| grid | K | latents x codes |", 1)[1].splitlines()[2:]
@@ -20,7 +21,7 @@ def test_the_growth_table_is_its_two_jsons():
     rows = record["rows"]
     assert len(printed) == len(rows) // 2 == len(steps["steps"]) == 9
     for line, whole, chunked, step in zip(printed, rows[::2], rows[1::2], steps["steps"]):
-        assert (whole["budget_mb"], chunked["budget_mb"]) == (None, 1024)
+        assert (whole["budget_mb"], chunked["budget_mb"]) == (None, 2048)
         assert (step["grid"], step["codes"]) == (whole["grid"], whole["codes"])
         expected = (f"| {whole['grid']}x{whole['grid']} | {whole['codes']:,} | {whole['latents_x_codes'] / 1e6:.1f}M | "
                     f"{whole['seconds']:.2f} s, {whole['peak_mb']:,.0f} MB | {chunked['chunks']}, "
@@ -29,6 +30,37 @@ def test_the_growth_table_is_its_two_jsons():
         assert line == expected
     quiet = [row["seconds"] for row in steps["rows"] if row["codes"] == 16384]
     assert f"K = 16,384: {quiet[0]:.2f}, {quiet[1]:.2f}, {quiet[2]:.2f} s" in text
+
+    def ratios(rows: list[dict], codes: int) -> str:
+        values = sorted(row["ratio"] for row in rows if row["codes"] == codes)
+        return f"{values[0]:.2f}-{values[-1]:.2f}x"
+
+    assert f"({ratios(steps['steps'], 512)} at K = 512, {ratios(steps['steps'], 16384)} at 16,384," in text
+    again = [step for repeat in steps["repeats"] for step in repeat["steps"]]
+    assert len(steps["repeats"]) == 2 and f"two more runs that hour: {ratios(again, 512)} and {ratios(again, 16384)}" in text
+    whole, chunked, step = rows[-2], rows[-1], steps["steps"][-1]
+    assert (whole["grid"], whole["codes"], chunked["chunks"]) == (32, 16384, 2)
+    assert (f"halve the peak ({chunked['peak_mb']:,.0f} MB: the budget and {chunked['peak_mb'] - 2048:.0f} MB) for "
+            f"{chunked['seconds'] / whole['seconds']:.1f}x the time") in text  # fmt: skip
+    summary = " ".join(SUMMARY.split())
+    assert (f"peak {whole['peak_mb']:,.0f} MB with the whole matrix (two copies), {chunked['peak_mb']:,.0f} MB within the "
+            f"default 2,048 MB budget ({chunked['seconds'] / whole['seconds']:.1f}x slower); training step "
+            f"{step['ratio']:.2f}x VQ-VAE's there ({ratios(steps['steps'], 512)} at K = 512") in summary  # fmt: skip
+    before = load("ot-scale-cpu.json")["rows"][-2:]
+    history = " ".join(HISTORY.split("## A25. ", 1)[1].split("\n## ", 1)[0].split())
+    for label, (old_whole, old_chunked) in (("before, budget 1024", before), ("after, budget 2048", (whole, chunked))):
+        assert old_chunked["budget_mb"] == int(label.split()[-1])
+        cells = (f"| {old_whole['seconds']:.2f} s, {old_whole['peak_mb']:,.0f} MB | {old_chunked['chunks']}, "
+                 f"{old_chunked['seconds']:.2f} s, {old_chunked['peak_mb']:,.0f} MB |")  # fmt: skip
+        assert cells in history, label
+    assert f"({before[0]['peak_mb']:,.0f} and {before[1]['peak_mb']:,.0f} MB here" in text
+    old_steps = load("ot-scale-steps-cpu.json")
+    old_term = [row["seconds"] for row in old_steps["rows"] if (row["grid"], row["codes"]) == (32, 16384)][0]
+    old_step = old_steps["steps"][-1]
+    assert (f"took {old_term:.2f} s before and {quiet[2]:.2f} s after (fewer gigabyte allocations to fault in), VQ-WAE's "
+            f"training step {old_step['vq_wae_seconds']:.2f} s and {step['vq_wae_seconds']:.2f} s, and VQ-VAE's "
+            f"{old_step['vq_vae_seconds']:.2f} s and {step['vq_vae_seconds']:.2f} s") in history  # fmt: skip
+    assert f"the ratio rose from {old_step['ratio']:.2f}x to {step['ratio']:.2f}x" in history
 
 
 def test_the_large_codebook_run_is_its_json():

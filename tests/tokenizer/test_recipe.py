@@ -39,7 +39,7 @@ def test_the_defaults_are_the_recipe_mnist_yaml_measures():
     config = TokenizerTrainConfig()
     assert asdict(config.model.transport) == dict(
         solver="sinkhorn", scope="global", learn_code_weights=False, epsilon=0.1, iterations=10,
-        code_relaxation=None, dual_steps=20, dual_candidates=8, encoder_target="nearest", memory_budget_mb=1024.0,
+        code_relaxation=None, dual_steps=20, dual_candidates=8, encoder_target="nearest", memory_budget_mb=2048.0,
         compile_solver=False,
     )  # fmt: skip
     # Unset, the relaxation follows the codebook's size: 1 at the recipe's 512 codes.
