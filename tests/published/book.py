@@ -25,6 +25,11 @@ def section(title: str) -> str:
     raise KeyError(f"no BENCHMARKS.md section titled {title!r}")
 
 
+def appendix(label: str) -> str:
+    """docs/history.md's appendix `label` ("A16"), heading line included."""
+    return HISTORY.split(f"## {label}. ", 1)[1].split("\n## ", 1)[0]
+
+
 def load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
 
@@ -42,6 +47,6 @@ def table(header: str) -> dict[str, list[str]]:
     return rows
 
 
-def spread(stats: dict, values: list[float] | None = None) -> str:
+def spread(stats: dict, values: list[float] | None = None, digits: int = 2) -> str:
     low, high = (min(values), max(values)) if values else (stats["min"], stats["max"])
-    return f"{stats['mean']:.2f} ({low:.2f}-{high:.2f})"
+    return f"{stats['mean']:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"

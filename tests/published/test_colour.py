@@ -93,12 +93,7 @@ def test_the_books_colour_table_is_its_json():
     assert list(printed) == ["vq-wae", "fsq", "vq-ema", "vq-vae"]
     for name, cells in printed.items():
         summary, cifar, timing = record["summary"][name], record["cifar_summary"][name], record["step_time"][name]
-        expected = [spread(summary["psnr"]), spread3(summary["ssim"]), spread3(summary["lpips"]), spread(summary["rfid"]),
-                    f"{summary['perplexity']['mean']:.1f} ({summary['perplexity']['min']:.1f}-{summary['perplexity']['max']:.1f})",
-                    f"{summary['codes_used']['mean']:.0f} ({summary['codes_used']['min']}-{summary['codes_used']['max']})",
-                    f"{timing['ratio']:.2f}x ({timing['step_ms']:.0f} ms)", f"{spread(cifar['psnr'])} / {spread3(cifar['lpips'])}"]  # fmt: skip
+        expected = [spread(summary["psnr"]), spread(summary["ssim"], digits=3), spread(summary["lpips"], digits=3),
+                    spread(summary["rfid"]), spread(summary["perplexity"], digits=1), spread(summary["codes_used"], digits=0),
+                    f"{timing['ratio']:.2f}x ({timing['step_ms']:.0f} ms)", f"{spread(cifar['psnr'])} / {spread(cifar['lpips'], digits=3)}"]  # fmt: skip
         assert cells == expected, name
-
-
-def spread3(stats: dict) -> str:
-    return f"{stats['mean']:.3f} ({stats['min']:.3f}-{stats['max']:.3f})"

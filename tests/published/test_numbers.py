@@ -104,42 +104,6 @@ def generation() -> dict[str, str]:
     }
 
 
-QUICKSTART = "quickstart-fresh-clones-f7d23c5.json"  # the current quickstart's clones
-QUICKSTART_BEFORE = ("quickstart-fresh-clones-5417afd.json", "quickstart-fresh-clones-4166b7a.json")
-
-
-def make_minutes(runs: list[dict]) -> str:
-    """The range of `make quickstart`'s wall-clock minutes (what a user waits, imports included)."""
-    seconds = sorted(run["make_quickstart_seconds"] for run in runs)
-    low, high = f"{seconds[0] / 60:.1f}", f"{seconds[-1] / 60:.1f}"
-    return low if low == high else f"{low}-{high}"
-
-
-def quickstart(name: str = QUICKSTART) -> dict[str, str]:
-    """The fresh-clone quickstart runs of one commit: their minutes, the install, and the judged
-    figures, which every run shares (the record's runs trained the same weights bit for bit)."""
-    record = load(name)
-    runs = record["runs"]
-    assert len(runs) >= 3 and len({json.dumps(run["weights_sha256"], sort_keys=True) for run in runs}) == 1
-    assert len({json.dumps(run["summary"]["digits"], sort_keys=True) for run in runs}) == 1
-    assert len({run["summary"]["fid"]["fid"] for run in runs}) == 1
-    return quickstart_row(runs[0]) | {
-        "minutes": make_minutes(runs),
-        "install": f"{max(run['install_seconds'] for run in runs) / 60:.1f}",
-        "fid": f"{runs[0]['summary']['fid']['fid']:.1f}",
-    }
-
-
-def quickstart_row(run: dict) -> dict[str, str]:
-    """One quickstart run's figures as the quickstart section prints them (minutes by make's clock)."""
-    summary, judged = run["summary"], run["summary"]["digits"]
-    return {"minutes": f"{run['make_quickstart_seconds'] / 60:.1f}",
-            "accuracy": f"{100 * judged['class_conditional']['accuracy']:.1f}%",
-            "worst": f"{100 * judged['class_conditional']['worst_class']:.0f}%",
-            "recognisable": f"{100 * judged['unconditional']['recognisable']:.1f}%",
-            "fid_exact": f"{summary['fid']['fid']:.2f}"}  # fmt: skip
-
-
 def ot_gaps() -> dict[str, list[float]]:
     """Per seed: the mean and largest in-training OT gap of the checks after step 500, and the
     mean code-marginal L1 error and its one-hot floor."""
@@ -242,74 +206,6 @@ def test_the_generation_sections_table_is_its_records():
     assert all(f"\n{command}\n" in section for command in floor["commands"].values())  # the current recipe's row
 
 
-def test_the_quickstart_paragraph_is_its_json():
-    numbers = quickstart()
-    text = " ".join(README.split())
-    assert f"took {numbers['minutes']} minutes after an install of at most {numbers['install']}" in text
-    assert f"{numbers['accuracy']} of class-conditional samples are read as the asked digit (worst class {numbers['worst']})" in text.replace("**", "")
-    assert f"{numbers['recognisable']} of unconditional samples are recognisable, gFID {numbers['fid']} on 500" in text.replace("**", "")
-
-
-def test_the_quickstart_table_is_its_json():
-    """The quickstart section: each fresh clone's row (minutes by make's clock), the rows of the two commits
-    before (three clones each, the same day), the seconds and the per-class shares."""
-    record = load(QUICKSTART)
-    section = book.section("The quickstart")
-
-    def cells(numbers: dict) -> str:
-        return (f"{numbers['minutes']} | {numbers['accuracy']} ({numbers['worst']}) | {numbers['recognisable']} | "
-                f"{numbers['fid_exact']}")  # fmt: skip
-
-    for number, run in enumerate(record["runs"], 1):
-        assert f"\n| clone {number} | {cells(quickstart_row(run))} |" in section, number
-    sha = {json.dumps(record["runs"][0]["weights_sha256"], sort_keys=True)}
-    for name in QUICKSTART_BEFORE:  # the same weights, bit for bit, in every clone of the three commits
-        before = load(name)
-        assert before["date"] == record["date"] and before["commit"] != record["commit"]
-        assert {json.dumps(run["weights_sha256"], sort_keys=True) for run in before["runs"]} == sha
-    earlier = load("quickstart-fresh-clones-ecc84b6.json")["runs"][0]["weights_sha256"]["tokenizer"]
-    assert record["runs"][0]["weights_sha256"]["tokenizer"] == earlier
-    text = " ".join(section.split())
-    seconds = sorted(run["make_quickstart_seconds"] for run in record["runs"])
-    tokenizer = sorted(run["tokenizer_training_seconds"] for run in record["runs"])
-    prior = sorted(run["prior_training_seconds"] for run in record["runs"])
-    assert (f"took {seconds[0]} to {seconds[-1]} seconds from one clone to the next (tokenizer {tokenizer[0]:.0f}-"
-            f"{tokenizer[-1]:.0f} s, prior {prior[0]:.0f}-{prior[-1]:.0f} s:") in text  # fmt: skip
-    shares = record["runs"][0]["summary"]["digits"]["class_conditional"]["per_class"]
-    assert "(per class " + ", ".join(f"{100 * shares[str(digit)]:.0f}" for digit in range(10)) + "%)" in text
-
-    def outside(runs: list[dict]) -> list[int]:  # seconds outside the two trainings
-        return sorted(round(run["make_quickstart_seconds"] - run["tokenizer_training_seconds"] - run["prior_training_seconds"])
-                      for run in runs)  # fmt: skip
-
-    now = outside(record["runs"])
-    assert f"Outside the two trainings {now[0]}-{now[-1]} s remain" in text
-    old, new = outside(load(QUICKSTART_BEFORE[1])["runs"]), outside(record["runs"] + load(QUICKSTART_BEFORE[0])["runs"])
-    history = " ".join(HISTORY.split("## A16. ", 1)[1].split("\n## ", 1)[0].split())
-    assert f"the clones of 4166b7a spent {old[0]}-{old[-1]} s, those of 5417afd and f7d23c5 {new[0]}-{new[-1]} s" in history
-
-
-def test_the_quickstarts_history_is_its_json():
-    """docs/history.md A16: the clones of 4166b7a and 5417afd by make's seconds and the quickstart's
-    own minutes, and the code before 4166b7a's (f9af628) in its clone."""
-    text = " ".join(HISTORY.split("## A16. ", 1)[1].split("\n## ", 1)[0].split())
-
-    def listed(values: list) -> str:
-        return ", ".join(str(value) for value in values[:-1]) + f" and {values[-1]}"
-
-    for name in QUICKSTART_BEFORE:
-        runs = load(name)["runs"]
-        seconds = listed([run["make_quickstart_seconds"] for run in runs])
-        minutes = listed([run["summary"]["minutes"] for run in runs])
-        assert f"took {seconds} seconds" in text and f"{minutes} minutes" in text, name
-    before = load("quickstart-fresh-clones-4166b7a.json")["before"]
-    row = quickstart_row(before)
-    assert (f"{before['make_quickstart_seconds']} seconds ({before['summary']['minutes']} minutes), {row['accuracy']} "
-            f"(worst class {row['worst']}), {row['recognisable']} recognisable, gFID {row['fid_exact']}") in text  # fmt: skip
-    assert f"its classifier trained for {before['digit_classifier_seconds']:.0f} s" in text
-    assert f"its prior {before['prior_training_seconds']:.0f} s for 1500 steps" in text
-
-
 def test_the_benchmarks_summary_is_its_json():
     text = " ".join(SUMMARY.replace("**", "").split())
     rows = expected_1500()
@@ -331,10 +227,6 @@ def test_the_benchmarks_summary_is_its_json():
     measured = [ratios[run]["vq-wae-10it-dual20-c8"]["ratio"] for run in ("run_1_60_rounds", "run_2_100_rounds")]
     measured.append(load("compare-mnist-1500-curves.json")["step_time"]["vq-wae"]["ratio"])
     assert f"{min(measured):.2f}-{max(measured):.2f}x (CPU, {len(measured)} runs)" in text
-    quick = quickstart()
-    for number in (f"{quick['minutes']} minutes", quick["accuracy"], f"worst class {quick['worst']}",
-                   quick["recognisable"], f"gFID {quick['fid']} on 500"):  # fmt: skip
-        assert number in text, number
 
 
 def unrecorded(text: str) -> list[re.Match]:

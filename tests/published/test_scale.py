@@ -3,10 +3,10 @@ the OT term's time and peak over K and grid, and the first steps of the 32x32 x 
 
 from __future__ import annotations
 
-from tests.published.book import HISTORY, README, SUMMARY, load, section
+from tests.published.book import README, SUMMARY, appendix, load, section
 
 SECTION = section("Scale")
-RULE = HISTORY.split("## A22. The relaxation's rule at large K", 1)[1].split("\n## ", 1)[0]
+RULE = appendix("A22")
 
 
 def test_the_growth_table_is_its_two_jsons():
@@ -47,7 +47,7 @@ def test_the_growth_table_is_its_two_jsons():
             f"default 2,048 MB budget ({chunked['seconds'] / whole['seconds']:.1f}x slower); training step "
             f"{step['ratio']:.2f}x VQ-VAE's there ({ratios(steps['steps'], 512)} at K = 512") in summary  # fmt: skip
     before = load("ot-scale-cpu.json")["rows"][-2:]
-    history = " ".join(HISTORY.split("## A25. ", 1)[1].split("\n## ", 1)[0].split())
+    history = " ".join(appendix("A25").split())
     for label, (old_whole, old_chunked) in (("before, budget 1024", before), ("after, budget 2048", (whole, chunked))):
         assert old_chunked["budget_mb"] == int(label.split()[-1])
         cells = (f"| {old_whole['seconds']:.2f} s, {old_whole['peak_mb']:,.0f} MB | {old_chunked['chunks']}, "
@@ -70,7 +70,7 @@ def test_the_large_codebook_run_is_its_json():
     assert [step["step"] for step in steps] == [1, 2, 3]
     losses = ", ".join(f"{step['train/loss']:.4f}" for step in steps)
     perplexities = ", ".join(f"{step['train/perplexity']:.0f}" for step in steps)
-    text = " ".join(HISTORY.split("## A19. ", 1)[1].split("\n## ", 1)[0].split())
+    text = " ".join(appendix("A19").split())
     assert f"steps 1-3 at loss {losses}, perplexity {perplexities} of 16,384" in text
 
 
@@ -84,7 +84,7 @@ def test_the_compiled_solver_table_is_its_json():
     ratios = {code: [run["ratio_to_vq_vae"] for run in runs] for code, runs in record["repeats"].items()}
     eager, compiled = names[1], names[2]
     after, before = ratios["df7bedf"], ratios["97f04ea"]
-    history = " ".join(HISTORY.split("## A24. The compiled solver's step ratio", 1)[1].split("\n## ", 1)[0].split())
+    history = " ".join(appendix("A24").split())
     assert (f"Three more runs of that command the same day: eager {min(r[eager] for r in after):.2f}-{max(r[eager] for r in after):.2f}x, "
             f"compiled {min(r[compiled] for r in after):.2f}-{max(r[compiled] for r in after):.2f}x") in history  # fmt: skip
     assert f"between them: {before[0][eager]:.2f}x and {before[1][eager]:.2f}x" in history
