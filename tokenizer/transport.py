@@ -58,6 +58,13 @@ class _TransportCost(torch.autograd.Function):
         return grad_matrix, grad_weights, None, None
 
 
+def batched_product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """torch.bmm, as one torch.mm for a single problem (the same bits: checked). The difference is
+    the compiled solver's: on CPU, inductor rewrites a matrix-vector bmm as a generated reduction
+    that ran the recipe's solve 3x slower than eager, while an mm stays the BLAS call."""
+    return torch.mm(left[0], right[0]).unsqueeze(0) if left.shape[0] == 1 else torch.bmm(left, right)
+
+
 def _uniform(num_problems: int, size: int, like: torch.Tensor) -> torch.Tensor:
     return torch.full((num_problems, size), 1.0 / size, dtype=like.dtype, device=like.device)
 
@@ -190,11 +197,11 @@ def _sinkhorn(
             exponent = tau / (tau + eps)
             shrink = ((exponent - 1.0) * potential / eps).exp()  # (P, 1, K)
         for _ in range(min(check_every, max_iterations - iterations)):
-            code_sums = torch.bmm(latent_scaling.transpose(1, 2), plan)  # (P, 1, K)
+            code_sums = batched_product(latent_scaling.transpose(1, 2), plan)  # (P, 1, K)
             code_scaling = code_mass / code_sums.clamp_min(1e-30)
             if code_relaxation > 0:
                 code_scaling = code_scaling.pow(exponent).mul_(shrink)
-            latent_sums = torch.bmm(plan, code_scaling.transpose(1, 2))  # (P, N, 1)
+            latent_sums = batched_product(plan, code_scaling.transpose(1, 2))  # (P, N, 1)
             latent_scaling = latent_mass / latent_sums.clamp_min(1e-30)
             iterations += 1
         # Absorb u into g; the c-transform then plays the part of the last v update.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .transport import TransportResult, _bounded, _finish_potential, candidate_cells, dual_ascent
+from .transport import TransportResult, _bounded, _finish_potential, batched_product, candidate_cells, dual_ascent
 from .transport_config import TransportConfig
 
 BYTES = 4  # fp32
@@ -128,9 +128,9 @@ def chunked_sinkhorn_transport(
             for first, last in chunks:
                 plan = absorbed_plan(first, last)
                 if code_scaling is not None:
-                    latent_sums = torch.bmm(plan, code_scaling.transpose(1, 2))
+                    latent_sums = batched_product(plan, code_scaling.transpose(1, 2))
                     latent_scaling[:, first:last] = latent_mass[:, first:last] / latent_sums.clamp_min(1e-30)
-                code_sums += torch.bmm(latent_scaling[:, first:last].transpose(1, 2), plan)
+                code_sums += batched_product(latent_scaling[:, first:last].transpose(1, 2), plan)
                 del plan  # before the next chunk's is built
             code_scaling = code_mass / code_sums.clamp_min(1e-30)
             if relaxation > 0:

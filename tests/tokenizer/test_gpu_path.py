@@ -116,18 +116,20 @@ FLOAT_TOLERANCES = {"losses": 1e-5}
 
 
 @pytest.mark.cpu_kernels
-def test_compiled_training_matches_eager(train, tmp_path, monkeypatch, float_check):
+def test_compiled_training_matches_eager(train, tmp_path, float_check):
     """compile=true (torch.compile, inductor on the CPU) trains to the same losses as eager within
     what CPU kernels change, and its checkpoints and final weights keep the eager keys (resumable
     either way). Inductor draws random numbers from its own stream (the first batch's codebook
     draw); the test makes it use eager's, so only the compiled arithmetic is compared."""
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     eager, compiled = tmp_path / "eager", tmp_path / "compiled"
     common = ["max_steps=3", "checkpoint_every=2", "validate_every=100"]
-    train(f"output_dir={eager}", *common)
-    train(f"output_dir={compiled}", "compile=true", *common)
+    # inductor's own patch, not monkeypatch: undoing a setattr on its config module deletes the
+    # setting, and the next compilation in this process fails for want of it.
+    with torch._inductor.config.patch(fallback_random=True):
+        train(f"output_dir={eager}", *common)
+        train(f"output_dir={compiled}", "compile=true", *common)
     losses = {
         name: [row["train/loss"] for row in read_metrics(folder) if "train/loss" in row]
         for name, folder in (("eager", eager), ("compiled", compiled))
