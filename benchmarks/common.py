@@ -9,6 +9,18 @@ import time
 import torch
 
 
+def _in_fresh_process(arguments: tuple) -> dict:
+    function, *rest = arguments
+    return function(*rest)
+
+
+def in_fresh_process(context, function, *arguments) -> dict:
+    """function(*arguments) in a new process of `context` (spawned): its memory, peak and allocator
+    settings are its own."""
+    with context.Pool(1, maxtasksperchild=1) as pool:
+        return pool.apply(_in_fresh_process, ((function, *arguments),))
+
+
 def synchronize(device: torch.device | str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()

@@ -23,7 +23,7 @@ import os
 
 import torch
 
-from benchmarks.common import device_name, draw_figures
+from benchmarks.common import device_name, draw_figures, in_fresh_process
 from infra.config import CommandLine, check_arguments, provenance, run_cli
 from infra.files import write_record
 from tokenizer.quantizers import WassersteinQuantizer
@@ -103,17 +103,6 @@ def measure_steps(grid: int, num_codes: int, batch: int, budget_mb: float, round
     return dict(grid=grid, codes=num_codes, budget_mb=None if budget_mb == WHOLE else budget_mb,
                 vq_vae_seconds=seconds["vq_vae"], vq_wae_seconds=seconds["vq_wae"],
                 ratio=seconds["vq_wae"] / seconds["vq_vae"])  # fmt: skip
-
-
-def _in_fresh_process(arguments: tuple) -> dict:
-    function, *rest = arguments
-    return function(*rest)
-
-
-def in_fresh_process(context, function, *arguments) -> dict:
-    """function(*arguments) in a new process (spawned), so that its peak memory is its own."""
-    with context.Pool(1, maxtasksperchild=1) as pool:
-        return pool.apply(_in_fresh_process, ((function, *arguments),))
 
 
 def main(argv: list[str] | None = None) -> dict:
