@@ -9,8 +9,9 @@ heap and never trim it: a freed block is reused by the next step. Values are com
 (PyTorch aligns its CPU tensors to 64 bytes wherever they live); the process holds its peak heap
 until it ends, as jemalloc or tcmalloc (PyTorch's tuning guide suggests them) would.
 
-Measured on this project's 2-core CPU: the tokenizer's training step and Inception's FID features
-about a fifth to a quarter faster (BENCHMARKS.md, "The quickstart, its prior and its sampling defaults").
+Measured on this project's 2-core CPU (benchmarks/kept_memory.py): the tokenizer's training update
+1.09x and Inception's FID features 1.46x as fast, the prior's update 1.03x (docs/guide.md, "Devices
+and speed").
 Entry points call it through `infra.config.run_cli`; a library import changes nothing.
 """
 
