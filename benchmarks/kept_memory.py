@@ -54,7 +54,7 @@ def _workload(name: str):
 
 def measure(name: str, kept: bool, steps: int) -> dict:
     """In this (fresh) process: the setting or glibc's defaults, 3 warm-up units of `name`, then
-    `steps` timed ones: their mean seconds and minor page faults."""
+    `steps` timed ones: their mean seconds and minor page faults, and whether the setting was on."""
     if kept and not keep_freed_memory():
         raise RuntimeError("keep_freed_memory: glibc refused the settings (not glibc?)")
     torch.manual_seed(0)
@@ -65,7 +65,8 @@ def measure(name: str, kept: bool, steps: int) -> dict:
     for _ in range(steps):
         unit()
     seconds = (time.perf_counter() - started) / steps
-    return {"seconds": seconds, "faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps}
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
+    return {"seconds": seconds, "faults": faults, "kept": kept}
 
 
 def main(argv: list[str] | None = None) -> dict:

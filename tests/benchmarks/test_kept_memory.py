@@ -15,7 +15,8 @@ def test_both_settings_run_in_fresh_processes_and_the_record_holds_them(tmp_path
     record = json.loads(out.read_text())
     (row,) = record["rows"]
     assert row["workload"] == "tokenizer update" and row["steps"] == 2
-    assert [len(runs) for runs in row["runs"].values()] == [1, 1]
+    assert [[run["kept"] for run in runs] for runs in row["runs"].values()] == [[False], [True]]
     assert row["speedup"] == pytest.approx(row["defaults_ms"] / row["kept_ms"])
-    # Each setting ran in its own process: only the kept one stopped faulting in fresh pages.
-    assert row["kept_faults"] < 0.1 * row["defaults_faults"], row
+    assert row["kept_faults"] == row["runs"]["kept"][0]["faults"] >= 0
+    # No fault counts compared: whether glibc's defaults fault in two steps depends on how its
+    # adaptive thresholds settle (they need not); tests/infra/test_allocator.py checks the setting.
