@@ -26,8 +26,9 @@ NEVER_TRIM = 2**31 - 1  # the largest value mallopt's int takes
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc's mmap and trim thresholds for this process; True when glibc took them (False on
-    other platforms and C libraries, where nothing changes). Affects later allocations only."""
+    """Set glibc's arena count (one), mmap and trim thresholds for this process; True when glibc
+    took them (False on other platforms and C libraries, where nothing changes). Affects later
+    allocations only."""
     if not sys.platform.startswith("linux"):
         return False
     try:

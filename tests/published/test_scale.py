@@ -9,6 +9,10 @@ SECTION = section("Scale")
 RULE = appendix("A22")
 
 
+def spread(values) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}x"
+
+
 def test_the_growth_table_is_its_two_jsons():
     """Each row: the OT term alone, whole and within the budget (ot-scale-cpu-2026-12-04.json), then
     the training steps side by side (ot-scale-steps-cpu-2026-12-04.json), at the same grid and K;
@@ -32,8 +36,7 @@ def test_the_growth_table_is_its_two_jsons():
     assert f"K = 16,384: {quiet[0]:.2f}, {quiet[1]:.2f}, {quiet[2]:.2f} s" in text
 
     def ratios(rows: list[dict], codes: int) -> str:
-        values = sorted(row["ratio"] for row in rows if row["codes"] == codes)
-        return f"{values[0]:.2f}-{values[-1]:.2f}x"
+        return spread([row["ratio"] for row in rows if row["codes"] == codes])
 
     assert f"({ratios(steps['steps'], 512)} at K = 512, {ratios(steps['steps'], 16384)} at 16,384," in text
     again = [step for repeat in steps["repeats"] for step in repeat["steps"]]
@@ -83,10 +86,6 @@ def step_sentence(record: dict) -> str:
     base, eager, compiled = COMPILED_ROWS
     return (f"VQ-VAE's step {ms[base]} ms, the recipe's {ms[eager]} ms eager ({ratio[eager]}x) and {ms[compiled]} ms "
             f"compiled ({ratio[compiled]}x)")  # fmt: skip
-
-
-def spread(values) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}x"
 
 
 def test_the_compiled_solver_figures_are_their_jsons():
@@ -264,3 +263,37 @@ def test_the_colour_large_k_table_is_its_json():
     assert (f"VQ-WAE leads every baseline in PSNR (FSQ {fsq['psnr']:.2f}, VQ-EMA {ema['psnr']:.2f}, VQ-VAE {vae['psnr']:.2f} dB) "
             f"and in test-crop code use (VQ-EMA {share['vq-ema']}, FSQ {share['fsq']}, VQ-VAE {vae['codes_used']} codes)") in text  # fmt: skip
     assert all(runs[name]["0"]["test"]["psnr"] < big["test"]["psnr"] for name in ("vq-vae", "vq-ema", "fsq"))
+
+
+def test_the_step_breakdown_is_its_json():
+    """The section's and A24's account of the recipe's extra step time, and the summary's missed
+    ratio, from step-breakdown-cpu.json (and the eager runs of the compiled-solver record)."""
+    record = load("step-breakdown-cpu.json")
+    text, history = " ".join(SECTION.split()), " ".join(appendix("A24").split())
+    base, recipe = record["step_ms"]["VQ-VAE"], record["step_ms"]["VQ-WAE"]
+    profiled = record["profiled"]
+    solver, alone, allowed = profiled["solver_ms"], record["solver_alone_ms"], 0.05 * base
+    assert record["kept_memory"] and (record["rounds"], record["profiled_rounds"]) == (30, 10)
+    assert record["command"] in text and record["command"] in history
+    assert (f"it allows {allowed:.1f} ms over VQ-VAE's {base:.1f} ms step, and the solver takes {solver:.1f} ms of "
+            f"the recipe's under the profiler ({alone:.1f} ms alone)") in text  # fmt: skip
+    assert (f"VQ-VAE's step {base:.1f} ms, the recipe's {recipe:.1f} ms ({recipe / base:.2f}x); 1.05x would be "
+            f"{1.05 * base:.1f} ms") in history  # fmt: skip
+    steps = profiled["step_ms"]
+    assert f"(which adds its own cost: {steps['VQ-VAE']:.1f} and {steps['VQ-WAE']:.1f} ms) the solver takes {solver:.1f} ms" in history
+    operators = {row["operator"]: row for row in profiled["operators"]}
+    named = [("aten::mm", "{calls} matrix-vector products {ms} ms"), ("aten::topk", "top-8 candidates {ms} ms (one"),
+             ("aten::sub", "{calls} subtractions {ms} ms"), ("aten::gather", "{calls} gathers {ms} ms"),
+             ("aten::exp_", "exp {ms} ms"), ("aten::min", "{calls} minima (the dual steps' cells) {ms} ms")]  # fmt: skip
+    for operator, phrase in named:
+        row = operators[operator]
+        assert phrase.format(calls=f"{row['calls_per_step']:.0f}", ms=f"{row['ms']:.2f}") in history, operator
+    assert [row["operator"] for row in profiled["operators"][:6]] == [operator for operator, _ in sorted(
+        named, key=lambda item: -operators[item[0]]["ms"])]  # the six largest, every one named  # fmt: skip
+    core = operators["aten::mm"]["ms"] + operators["aten::topk"]["ms"]
+    assert f"alone take {core:.1f} ms under the profiler, about all that 1.05x allows ({allowed:.1f} ms)" in history
+    assert abs(core - allowed) < 0.1 * allowed
+    eager = COMPILED_ROWS[1]
+    blas = load("train-step-compiled-solver-blas-cpu.json")
+    eagers = [run["ratio_to_vq_vae"][eager] for run in [blas, *blas["repeats"]["f2a780b"]]] + [record["ratio"]]
+    assert f"the recipe's CPU step stays {spread(eagers)} VQ-VAE's, not 1.05x" in " ".join(SUMMARY.split())
