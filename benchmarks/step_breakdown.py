@@ -1,4 +1,4 @@
-"""Where the recipe's extra training-step time goes: VQ-WAE's and VQ-VAE's training updates (the
+"""Where the recipe's extra training-step time goes on the CPU: VQ-WAE's and VQ-VAE's training updates (the
 same backbone, batch 32 MNIST images, K = 512) timed side by side, then both profiled, the OT
 solver's time inside the recipe's step split by operator, and the same solve timed alone on the
 step's own cost matrix. Run as tokenizer/train.py runs, freed memory kept (infra/allocator.py).
