@@ -177,6 +177,14 @@ def training_loader(dataset, accelerator: Accelerator, config: RunConfig, **opti
     )  # fmt: skip
 
 
+def evaluation_loader(dataset, batch_size: int = 256) -> torch.utils.data.DataLoader:
+    """In-order batches for validation, with a random generator of their own: a DataLoader without
+    one draws its iterator's base seed from the global random stream every time it is iterated (a
+    prepared one too), the stream that dropout and the prior's label dropout draw from, so how often
+    a run validated changed the weights it trained."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, generator=torch.Generator())
+
+
 def batches_from(accelerator: Accelerator, loader, batches_seen: int) -> Iterator:
     """Endless batches continuing after `batches_seen`: each epoch has its seeded shuffle, and a
     resumed run skips what it already consumed, so it sees exactly the uninterrupted order."""

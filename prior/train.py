@@ -30,6 +30,7 @@ from infra.training import (
     backward_and_step,
     build_accelerator,
     compile_model,
+    evaluation_loader,
     finish_run,
     training_loader,
 )
@@ -114,8 +115,8 @@ def main(argv=None) -> dict:
     train_loader = training_loader(
         torch.utils.data.TensorDataset(codes["train"]["codes"], codes["train"]["labels"]), accelerator, config
     )
-    validation_loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(codes["validation"]["codes"], codes["validation"]["labels"]), batch_size=256
+    validation_loader = evaluation_loader(
+        torch.utils.data.TensorDataset(codes["validation"]["codes"], codes["validation"]["labels"])
     )
 
     # 3. Prior (a transformers causal LM), optimizer, schedule.

@@ -26,6 +26,7 @@ from infra.training import (
     TrainingLoop,
     build_accelerator,
     compile_model,
+    evaluation_loader,
     finish_run,
     training_loader,
 )
@@ -53,7 +54,7 @@ def main(argv=None) -> dict:
     with accelerator.main_process_first():
         splits = load_images(config.data, config.model.in_channels, seed=config.seed)
     train_loader = training_loader(splits["train"], accelerator, config, num_workers=config.data.num_workers)
-    validation_loader = torch.utils.data.DataLoader(splits["validation"], batch_size=256)
+    validation_loader = evaluation_loader(splits["validation"])
 
     # 3. Model, optimizer, schedule. A graphed step (cuda_graph: true) keeps Adam's lr and step
     #    counts on the device, where every replay reads them.

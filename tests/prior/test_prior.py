@@ -334,3 +334,15 @@ def test_each_class_sampling_counts_and_bad_values():
         sample(prior, 2, class_labels=10)
     with pytest.raises(ValueError, match="guidance_scale != 1 needs class_labels"):
         sample(tiny_prior(), 2, guidance_scale=2.0)
+
+
+def test_when_a_prior_validates_leaves_its_weights_alone(train_prior, tmp_path):
+    """Dropout and label dropout draw from the global random stream; validating must not draw from it
+    (a DataLoader without a generator of its own does, each time it is iterated)."""
+    common = ["max_steps=4", "class_conditional=true", "label_dropout=0.5", "model.dropout=0.2", "checkpoint_every=100"]
+    train_prior(f"output_dir={tmp_path / 'often'}", *common, "validate_every=1")
+    train_prior(f"output_dir={tmp_path / 'at-end'}", *common, "validate_every=100")
+    often, at_end = (load_file(tmp_path / name / "final" / "model.safetensors") for name in ("often", "at-end"))
+    assert often.keys() == at_end.keys()
+    for name in often:
+        assert torch.equal(often[name], at_end[name]), name
