@@ -8,8 +8,8 @@ import json
 from tests.published import book
 from tests.published.book import README, SUMMARY, appendix, load
 
-QUICKSTART = "quickstart-fresh-clones-8a21da6.json"  # the current quickstart's clones
-QUICKSTART_BEFORE = tuple(f"quickstart-fresh-clones-{commit}.json" for commit in ("f7d23c5", "5417afd", "4166b7a"))
+QUICKSTART = "quickstart-fresh-clones-fb57b24.json"  # the current quickstart's clones
+QUICKSTART_BEFORE = tuple(f"quickstart-fresh-clones-{commit}.json" for commit in ("8a21da6", "f7d23c5", "5417afd", "4166b7a"))
 
 
 def make_minutes(runs: list[dict]) -> str:
@@ -53,8 +53,9 @@ def test_the_quickstart_paragraph_is_its_json():
 
 
 def test_the_quickstart_table_is_its_json():
-    """The quickstart section: each fresh clone's row (minutes by make's clock), the same weights in the
-    clones of the two commits before (three each, the same day), the seconds and the per-class shares."""
+    """The quickstart section: each fresh clone's row (minutes by make's clock), the same tokenizer in the
+    clones of the four commits before (three each, the same day) and their prior's figures, the seconds
+    and the per-class shares."""
     record = load(QUICKSTART)
     section = book.section("The quickstart")
 
@@ -64,11 +65,19 @@ def test_the_quickstart_table_is_its_json():
 
     for number, run in enumerate(record["runs"], 1):
         assert f"\n| clone {number} | {cells(quickstart_row(run))} |" in section, number
-    sha = {json.dumps(record["runs"][0]["weights_sha256"], sort_keys=True)}
-    for name in QUICKSTART_BEFORE:  # the same weights, bit for bit, in every clone of the four commits
-        before = load(name)
+    # The same tokenizer, bit for bit, in every clone of the five commits; the same prior in every clone
+    # of the four before, another since validation stopped drawing from the training's random numbers.
+    now, befores = record["runs"][0]["weights_sha256"], [load(name) for name in QUICKSTART_BEFORE]
+    for before in befores:
         assert before["date"] == record["date"] and before["commit"] != record["commit"]
-        assert {json.dumps(run["weights_sha256"], sort_keys=True) for run in before["runs"]} == sha
+        assert {run["weights_sha256"]["tokenizer"] for run in before["runs"]} == {now["tokenizer"]}
+    old_priors = {run["weights_sha256"]["prior"] for before in befores for run in before["runs"]}
+    assert len(old_priors) == 1 and now["prior"] not in old_priors
+    last = quickstart(QUICKSTART_BEFORE[0])
+    seconds_before = sorted(run["make_quickstart_seconds"] for run in befores[0]["runs"])
+    assert (f"The clones of 8a21da6 ({seconds_before[0]}-{seconds_before[-1]} s) trained the prior before: "
+            f"{last['accuracy']} (worst class {last['worst']}), {last['recognisable']} recognisable, gFID "
+            f"{last['fid_exact']}") in " ".join(section.split())  # fmt: skip
     earlier = load("quickstart-fresh-clones-ecc84b6.json")["runs"][0]["weights_sha256"]["tokenizer"]
     assert record["runs"][0]["weights_sha256"]["tokenizer"] == earlier
     text = " ".join(section.split())
@@ -88,7 +97,7 @@ def test_the_quickstart_table_is_its_json():
 
     now = outside(record["runs"])
     assert f"Outside the two trainings {now[0]}-{now[-1]} s remain" in text
-    f7d23c5, fifth, fourth = (load(name)["runs"] for name in QUICKSTART_BEFORE)
+    _, f7d23c5, fifth, fourth = (load(name)["runs"] for name in QUICKSTART_BEFORE)
     old, new = outside(fourth), outside(fifth + f7d23c5)
     history = " ".join(appendix("A16").split())
     assert f"the clones of 4166b7a spent {old[0]}-{old[-1]} s, those of 5417afd and f7d23c5 {new[0]}-{new[-1]} s" in history
@@ -121,6 +130,18 @@ def test_the_quickstarts_history_is_its_json():
             f"(worst class {row['worst']}), {row['recognisable']} recognisable, gFID {row['fid_exact']}") in text  # fmt: skip
     assert f"its classifier trained for {before['digit_classifier_seconds']:.0f} s" in text
     assert f"its prior {before['prior_training_seconds']:.0f} s for 1500 steps" in text
+    # The last prior before validation drew nothing from the training's random numbers, and the first after.
+    now, last = quickstart(), quickstart(QUICKSTART_BEFORE[0])
+    assert (f"{now['accuracy']} of class samples the asked digit (worst class {now['worst']}), {now['recognisable']} "
+            f"recognisable, gFID {now['fid_exact']}, against {last['accuracy']} ({last['worst']}), "
+            f"{last['recognisable']} and {last['fid_exact']} before") in text  # fmt: skip
+
+    def spread(name: str, key: str) -> str:
+        values = sorted(round(run[key]) for run in load(name)["runs"])
+        return f"{values[0]}-{values[-1]} s"
+
+    assert (f"They took {spread(QUICKSTART, 'make_quickstart_seconds')}, the prior {spread(QUICKSTART, 'prior_training_seconds')} "
+            f"against {spread(QUICKSTART_BEFORE[0], 'prior_training_seconds')[:-2]} s in 8a21da6's clones") in text  # fmt: skip
 
 
 def test_the_summary_row_is_the_quickstarts_json():
