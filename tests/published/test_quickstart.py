@@ -19,6 +19,12 @@ def make_minutes(runs: list[dict]) -> str:
     return low if low == high else f"{low}-{high}"
 
 
+def span(runs: list[dict], key: str) -> str:
+    """The range of one per-run figure (seconds) over runs, in whole units: "low-high"."""
+    values = sorted(run[key] for run in runs)
+    return f"{values[0]:.0f}-{values[-1]:.0f}"
+
+
 def quickstart(name: str = QUICKSTART) -> dict[str, str]:
     """The fresh-clone quickstart runs of one commit: their minutes, the install, and the judged
     figures, which every run shares (the record's runs trained the same weights bit for bit)."""
@@ -65,6 +71,7 @@ def test_the_quickstart_table_is_its_json():
 
     for number, run in enumerate(record["runs"], 1):
         assert f"\n| clone {number} | {cells(quickstart_row(run))} |" in section, number
+    text = " ".join(section.split())
     # The same tokenizer, bit for bit, in every clone of the five commits; the same prior in every clone
     # of the four before, another since validation stopped drawing from the training's random numbers.
     now, befores = record["runs"][0]["weights_sha256"], [load(name) for name in QUICKSTART_BEFORE]
@@ -74,13 +81,11 @@ def test_the_quickstart_table_is_its_json():
     old_priors = {run["weights_sha256"]["prior"] for before in befores for run in before["runs"]}
     assert len(old_priors) == 1 and now["prior"] not in old_priors
     last = quickstart(QUICKSTART_BEFORE[0])
-    seconds_before = sorted(run["make_quickstart_seconds"] for run in befores[0]["runs"])
-    assert (f"The clones of 8a21da6 ({seconds_before[0]}-{seconds_before[-1]} s) trained the prior before: "
+    assert (f"The clones of 8a21da6 ({span(befores[0]['runs'], 'make_quickstart_seconds')} s) trained the prior before: "
             f"{last['accuracy']} (worst class {last['worst']}), {last['recognisable']} recognisable, gFID "
-            f"{last['fid_exact']}") in " ".join(section.split())  # fmt: skip
+            f"{last['fid_exact']}") in text  # fmt: skip
     earlier = load("quickstart-fresh-clones-ecc84b6.json")["runs"][0]["weights_sha256"]["tokenizer"]
     assert record["runs"][0]["weights_sha256"]["tokenizer"] == earlier
-    text = " ".join(section.split())
     seconds = sorted(run["make_quickstart_seconds"] for run in record["runs"])
     tokenizer = sorted(run["tokenizer_training_seconds"] for run in record["runs"])
     prior = sorted(run["prior_training_seconds"] for run in record["runs"])
@@ -102,13 +107,9 @@ def test_the_quickstart_table_is_its_json():
     history = " ".join(appendix("A16").split())
     assert f"the clones of 4166b7a spent {old[0]}-{old[-1]} s, those of 5417afd and f7d23c5 {new[0]}-{new[-1]} s" in history
     before = f7d23c5  # f7d23c5's clones, the last before the memory was kept
-
-    def spread(key: str) -> str:
-        values = sorted(run[key] for run in before)
-        return f"{values[0]:.0f}-{values[-1]:.0f}"
-
-    assert (f"Since f7d23c5's clones ({spread('make_quickstart_seconds')} s; tokenizer {spread('tokenizer_training_seconds')} s, "
-            f"prior {spread('prior_training_seconds')} s, {outside(before)[0]}-{outside(before)[-1]} s outside)") in text  # fmt: skip
+    assert (f"Since f7d23c5's clones ({span(before, 'make_quickstart_seconds')} s; tokenizer "
+            f"{span(before, 'tokenizer_training_seconds')} s, prior {span(before, 'prior_training_seconds')} s, "
+            f"{outside(before)[0]}-{outside(before)[-1]} s outside)") in text  # fmt: skip
 
 
 def test_the_quickstarts_history_is_its_json():
@@ -135,13 +136,9 @@ def test_the_quickstarts_history_is_its_json():
     assert (f"{now['accuracy']} of class samples the asked digit (worst class {now['worst']}), {now['recognisable']} "
             f"recognisable, gFID {now['fid_exact']}, against {last['accuracy']} ({last['worst']}), "
             f"{last['recognisable']} and {last['fid_exact']} before") in text  # fmt: skip
-
-    def spread(name: str, key: str) -> str:
-        values = sorted(round(run[key]) for run in load(name)["runs"])
-        return f"{values[0]}-{values[-1]} s"
-
-    assert (f"They took {spread(QUICKSTART, 'make_quickstart_seconds')}, the prior {spread(QUICKSTART, 'prior_training_seconds')} "
-            f"against {spread(QUICKSTART_BEFORE[0], 'prior_training_seconds')[:-2]} s in 8a21da6's clones") in text  # fmt: skip
+    runs, runs_before = load(QUICKSTART)["runs"], load(QUICKSTART_BEFORE[0])["runs"]
+    assert (f"They took {span(runs, 'make_quickstart_seconds')} s, the prior {span(runs, 'prior_training_seconds')} s "
+            f"against {span(runs_before, 'prior_training_seconds')} s in 8a21da6's clones") in text  # fmt: skip
 
 
 def test_the_summary_row_is_the_quickstarts_json():
